@@ -1,0 +1,206 @@
+//! The real executable: start-up refusals, `config validate`, graceful
+//! shutdown and what ends up in its logs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{
+    ADMIN_KEY, MASTER_KEY_V1, TestConfig, create_database, db_password, free_port, identity_binary,
+};
+
+fn write(path: &Path, contents: &str, mode: u32) {
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Runs the binary with only the given environment (plus PATH).
+fn identity(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(identity_binary());
+    command.args(args).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn start_up_is_refused_without_an_admin_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keysilo.toml");
+    write(
+        &config,
+        "[[custody.master_keys]]\nversion = 1\nkey = \"${secret:master-key-v1}\"\n",
+        0o600,
+    );
+
+    let output = identity(
+        &["--config", config.to_str().unwrap(), "serve"],
+        &[("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY_V1)],
+    )
+    .output()
+    .unwrap();
+
+    assert!(!output.status.success());
+    let text = text(&output);
+    assert!(text.contains("admin.api_key"), "{text}");
+    assert!(text.contains("required"), "{text}");
+}
+
+#[test]
+fn config_validate_reports_every_problem_at_once_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    write(&secrets.join("admin-api-key"), ADMIN_KEY, 0o644);
+    let config = dir.path().join("keysilo.toml");
+    write(
+        &config,
+        &format!(
+            r#"
+            [secrets]
+            providers = ["file"]
+            file_dir = "{}"
+            [admin]
+            api_key = "${{secret:admin-api-key}}"
+            [[custody.master_keys]]
+            version = 1
+            key = "${{secret:master-key-v1}}"
+            [server]
+            port = 99999
+            [telemetry]
+            log_format = "xml"
+            "#,
+            secrets.display()
+        ),
+        0o600,
+    );
+
+    let output = identity(
+        &["--config", config.to_str().unwrap(), "config", "validate"],
+        &[],
+    )
+    .output()
+    .unwrap();
+
+    assert!(!output.status.success());
+    let text = text(&output);
+    let insecure = secrets.join("admin-api-key");
+    for expected in [
+        format!("chmod 600 {}", insecure.display()),
+        "master-key-v1".to_owned(),
+        "server".to_owned(),
+        "telemetry".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains(ADMIN_KEY), "a secret leaked:\n{text}");
+}
+
+#[test]
+fn config_validate_accepts_a_good_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keysilo.toml");
+    write(&config, &TestConfig::new("keysilo").toml, 0o600);
+
+    let output = identity(
+        &["--config", config.to_str().unwrap(), "config", "validate"],
+        &[
+            ("KEYSILO_SECRET_ADMIN_API_KEY", ADMIN_KEY),
+            ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY_V1),
+            ("KEYSILO_SECRET_DATABASE_PASSWORD", &db_password()),
+        ],
+    )
+    .output()
+    .unwrap();
+
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[tokio::test]
+async fn a_start_up_with_secrets_at_debug_level_logs_none_of_them_and_stops_on_sigterm() {
+    let database = create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    // The admin key comes from a file, the others from the environment, so
+    // both providers are exercised.
+    write(&secrets.join("admin-api-key"), ADMIN_KEY, 0o600);
+    let config = dir.path().join("keysilo.toml");
+    let toml = TestConfig::new(&database).toml.replace(
+        "[server]",
+        &format!("[secrets]\nfile_dir = \"{}\"\n[server]", secrets.display()),
+    );
+    write(&config, &toml, 0o600);
+    let port = free_port();
+    let password = db_password();
+
+    let child = identity(
+        &["--config", config.to_str().unwrap(), "serve"],
+        &[
+            ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY_V1),
+            ("KEYSILO_SECRET_DATABASE_PASSWORD", &password),
+            ("KEYSILO_SERVER__PORT", &port.to_string()),
+            ("KEYSILO_TELEMETRY__LOG_LEVEL", "debug"),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
+            ready = response.status() == 200;
+            if ready {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let logs = text(&output);
+    assert!(ready, "the service never became ready:\n{logs}");
+    assert!(
+        output.status.success(),
+        "SIGTERM should stop it cleanly:\n{logs}"
+    );
+    assert!(logs.contains("identity service stopped"), "{logs}");
+    assert!(logs.lines().count() > 3, "expected debug logs:\n{logs}");
+    for secret in [ADMIN_KEY, MASTER_KEY_V1, password.as_str()] {
+        assert!(
+            !logs.contains(secret),
+            "a secret leaked into the logs:\n{logs}"
+        );
+    }
+    for line in logs.lines().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|err| panic!("not a JSON log line ({err}): {line}"));
+    }
+}

@@ -1,0 +1,17 @@
+//! One test binary for every end-to-end test (fast to link, one place to
+//! look). Tests run against the real PostgreSQL and Redis started by
+//! `scripts/stack up`.
+
+// Test code may panic on a broken precondition: that is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod helpers;
+
+mod binary;
+mod health;
+mod readiness;

@@ -1,0 +1,648 @@
+//! The typed settings and their defaults.
+//!
+//! Each section is read twice over: serde reads a `Raw*` struct (unknown
+//! keys and wrong types are errors), then `validate` turns it into the typed
+//! section, resolving secrets and checking values. Every step pushes its
+//! problems onto one list instead of stopping at the first.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::secret::{Secret, SecretProvider, SecretProviders, SecretRef};
+use crate::{Problem, Problems};
+
+/// Everything a Keysilo process is configured with.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The HTTP listener and the public URL.
+    pub server: ServerSettings,
+    /// PostgreSQL, the state of record.
+    pub database: DatabaseSettings,
+    /// Redis, the coordination layer.
+    pub redis: RedisSettings,
+    /// The platform admin API.
+    pub admin: AdminSettings,
+    /// Master keys that wrap tenant private keys.
+    pub custody: CustodySettings,
+    /// Tenant signing-key lifecycle.
+    pub keys: KeySettings,
+    /// Logs and traces.
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerSettings {
+    /// Address to bind, e.g. `127.0.0.1` or `0.0.0.0`.
+    pub host: String,
+    /// Port to bind; `0` picks a free one (tests).
+    pub port: u16,
+    /// Base of every issuer URL, without a trailing slash.
+    pub public_base_url: String,
+    /// HTTP worker threads; `None` uses one per core.
+    pub workers: Option<usize>,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_timeout_seconds: u64,
+}
+
+/// How the PostgreSQL connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum SslMode {
+    /// Plain TCP (loopback development only).
+    Disable,
+    /// TLS required; the server certificate is verified against the system
+    /// roots or `ca_file`, and its host name checked.
+    Require,
+}
+
+/// `[database]`
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DatabaseSettings {
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Role the service logs in as (owns the schema; not a superuser).
+    pub user: String,
+    /// That role's password, if password authentication is used.
+    pub password: Option<Secret>,
+    /// Database name.
+    pub name: String,
+    /// Maximum pooled connections per process.
+    pub pool_size: usize,
+    /// Connection protection.
+    pub ssl_mode: SslMode,
+    /// CA bundle for `ssl_mode = "require"`; system roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// Seconds to wait for a connection before giving up.
+    pub connect_timeout_seconds: u64,
+    /// Apply pending migrations when the service starts.
+    pub migrate_on_start: bool,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisSettings {
+    /// `redis://host:port/db` (or `rediss://` for TLS), without credentials.
+    pub url: String,
+    /// Password, when the server requires one.
+    pub password: Option<Secret>,
+    /// Prefix of every key and channel this process uses, so several
+    /// deployments (or tests) can share one Redis.
+    pub key_prefix: String,
+    /// Maximum pooled connections per process.
+    pub pool_size: usize,
+    /// Seconds to wait for a connection or reply before giving up.
+    pub timeout_seconds: u64,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AdminSettings {
+    /// Bearer key of the platform admin; required, at least 32 characters.
+    pub api_key: Secret,
+}
+
+/// One master key version.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MasterKeySetting {
+    /// The version number recorded next to every key it wraps.
+    pub version: u32,
+    /// 32 random bytes, base64 (standard alphabet).
+    pub key: Secret,
+}
+
+/// `[custody]`
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CustodySettings {
+    /// The version that wraps new keys.
+    pub current_master_key_version: u32,
+    /// Every version still needed to unwrap stored keys.
+    pub master_keys: Vec<MasterKeySetting>,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct KeySettings {
+    /// Days between scheduled rotations of a tenant's signing key.
+    pub rotation_period_days: u64,
+    /// Seconds a `next` key is published before it starts signing; at least
+    /// the JWKS cache lifetime.
+    pub publish_ahead_seconds: u64,
+    /// `max-age` of the JWKS response, at most 300.
+    pub jwks_max_age_seconds: u64,
+    /// Clock skew allowed to verifiers; part of the retired-key grace period.
+    pub clock_skew_seconds: u64,
+    /// Seconds between two checks for due rotations on each replica.
+    pub scheduler_interval_seconds: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable lines (development).
+    Pretty,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TelemetrySettings {
+    /// `tracing` filter directives, e.g. `info,keysilo_identity=debug`.
+    pub log_level: String,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// OTLP/HTTP endpoint for traces; tracing export is off when unset.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` reported with traces; the binary's name when unset.
+    pub service_name: Option<String>,
+}
+
+/// Which secret providers are consulted, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ProviderKind {
+    Env,
+    File,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSecrets {
+    providers: Vec<ProviderKind>,
+    file_dir: Option<PathBuf>,
+}
+
+impl Default for RawSecrets {
+    fn default() -> Self {
+        Self {
+            providers: vec![ProviderKind::Env, ProviderKind::File],
+            file_dir: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    host: String,
+    port: u16,
+    public_base_url: String,
+    workers: Option<usize>,
+    shutdown_timeout_seconds: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            public_base_url: "http://127.0.0.1:8080".into(),
+            workers: None,
+            shutdown_timeout_seconds: 10,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<SecretRef>,
+    name: String,
+    pool_size: usize,
+    ssl_mode: SslMode,
+    ca_file: Option<PathBuf>,
+    connect_timeout_seconds: u64,
+    migrate_on_start: bool,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            user: "keysilo".into(),
+            password: None,
+            name: "keysilo".into(),
+            pool_size: 16,
+            ssl_mode: SslMode::Disable,
+            ca_file: None,
+            connect_timeout_seconds: 3,
+            migrate_on_start: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRedis {
+    url: String,
+    password: Option<SecretRef>,
+    key_prefix: String,
+    pool_size: usize,
+    timeout_seconds: u64,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            password: None,
+            key_prefix: "keysilo:".into(),
+            pool_size: 16,
+            timeout_seconds: 2,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    api_key: Option<SecretRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMasterKey {
+    version: u32,
+    key: SecretRef,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawCustody {
+    current_master_key_version: Option<u32>,
+    master_keys: Vec<RawMasterKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKeys {
+    rotation_period_days: u64,
+    publish_ahead_seconds: u64,
+    jwks_max_age_seconds: u64,
+    clock_skew_seconds: u64,
+    scheduler_interval_seconds: u64,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self {
+            rotation_period_days: 30,
+            publish_ahead_seconds: 600,
+            jwks_max_age_seconds: 300,
+            clock_skew_seconds: 60,
+            scheduler_interval_seconds: 60,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTelemetry {
+    log_level: String,
+    log_format: LogFormat,
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        Self {
+            log_level: "info".into(),
+            log_format: LogFormat::Json,
+            otlp_endpoint: None,
+            service_name: None,
+        }
+    }
+}
+
+/// The top-level sections; anything else in the file is reported.
+pub(crate) const SECTIONS: &[&str] = &[
+    "secrets",
+    "server",
+    "database",
+    "redis",
+    "admin",
+    "custody",
+    "keys",
+    "telemetry",
+];
+
+/// Reads one section out of the merged table, recording a problem and
+/// falling back to the defaults when it does not deserialize.
+fn section<T: Default + for<'de> Deserialize<'de>>(
+    table: &toml::Table,
+    name: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    match table.get(name) {
+        None => Some(T::default()),
+        Some(value) => match value.clone().try_into::<T>() {
+            Ok(section) => Some(section),
+            Err(err) => {
+                problems.push(Problem::new(name, err.message()));
+                None
+            }
+        },
+    }
+}
+
+/// Builds the secret providers from `[secrets]` and the environment.
+pub(crate) fn providers(
+    table: &toml::Table,
+    env: &std::collections::BTreeMap<String, String>,
+    problems: &mut Problems,
+) -> SecretProviders {
+    let Some(raw) = section::<RawSecrets>(table, "secrets", problems) else {
+        return SecretProviders::default();
+    };
+    let mut providers = Vec::new();
+    for kind in raw.providers {
+        match kind {
+            ProviderKind::Env => providers.push(SecretProvider::Env(
+                env.iter()
+                    .filter(|(k, _)| k.starts_with("KEYSILO_SECRET_"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )),
+            // Without a directory the file provider has nothing to read; it
+            // is in the default list so that setting `file_dir` is enough.
+            ProviderKind::File => {
+                if let Some(dir) = &raw.file_dir {
+                    providers.push(SecretProvider::File(dir.clone()));
+                }
+            }
+        }
+    }
+    SecretProviders::new(providers)
+}
+
+fn resolve(
+    key: &str,
+    reference: Option<&SecretRef>,
+    providers: &SecretProviders,
+    problems: &mut Problems,
+) -> Option<Secret> {
+    match reference?.resolve(providers) {
+        Ok(secret) => Some(secret),
+        Err(err) => {
+            problems.push(Problem::new(key, err.to_string()));
+            None
+        }
+    }
+}
+
+fn check_http_url(key: &str, raw: &str, schemes: &[&str], problems: &mut Problems) -> String {
+    match Url::parse(raw) {
+        Ok(url) if !schemes.contains(&url.scheme()) => problems.push(Problem::new(
+            key,
+            format!("scheme must be one of {}", schemes.join(", ")),
+        )),
+        Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+            problems.push(Problem::new(key, "must not have a query or fragment"));
+        }
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            problems.push(Problem::new(
+                key,
+                "must not carry credentials; use the password setting with a ${secret:…} reference",
+            ));
+        }
+        Ok(_) => {}
+        Err(err) => problems.push(Problem::new(key, format!("not a valid URL: {err}"))),
+    }
+    raw.trim_end_matches('/').to_owned()
+}
+
+fn positive(key: &str, value: u64, problems: &mut Problems) {
+    if value == 0 {
+        problems.push(Problem::new(key, "must be greater than 0"));
+    }
+}
+
+/// Reads and checks every section, returning the settings only when no
+/// problem was found anywhere.
+pub(crate) fn build(
+    table: &toml::Table,
+    providers: &SecretProviders,
+    problems: &mut Problems,
+) -> Option<Settings> {
+    for key in table.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            problems.push(Problem::new(key, "unknown section"));
+        }
+    }
+    let server = section::<RawServer>(table, "server", problems).map(|raw| {
+        if raw.workers == Some(0) {
+            problems.push(Problem::new("server.workers", "must be at least 1"));
+        }
+        ServerSettings {
+            public_base_url: check_http_url(
+                "server.public_base_url",
+                &raw.public_base_url,
+                &["http", "https"],
+                problems,
+            ),
+            host: raw.host,
+            port: raw.port,
+            workers: raw.workers,
+            shutdown_timeout_seconds: raw.shutdown_timeout_seconds,
+        }
+    });
+    let database = section::<RawDatabase>(table, "database", problems).map(|raw| {
+        if raw.pool_size == 0 {
+            problems.push(Problem::new("database.pool_size", "must be at least 1"));
+        }
+        positive(
+            "database.connect_timeout_seconds",
+            raw.connect_timeout_seconds,
+            problems,
+        );
+        DatabaseSettings {
+            password: resolve(
+                "database.password",
+                raw.password.as_ref(),
+                providers,
+                problems,
+            ),
+            host: raw.host,
+            port: raw.port,
+            user: raw.user,
+            name: raw.name,
+            pool_size: raw.pool_size,
+            ssl_mode: raw.ssl_mode,
+            ca_file: raw.ca_file,
+            connect_timeout_seconds: raw.connect_timeout_seconds,
+            migrate_on_start: raw.migrate_on_start,
+        }
+    });
+    let redis = section::<RawRedis>(table, "redis", problems).map(|raw| {
+        if raw.pool_size == 0 {
+            problems.push(Problem::new("redis.pool_size", "must be at least 1"));
+        }
+        positive("redis.timeout_seconds", raw.timeout_seconds, problems);
+        RedisSettings {
+            url: check_http_url("redis.url", &raw.url, &["redis", "rediss"], problems),
+            password: resolve("redis.password", raw.password.as_ref(), providers, problems),
+            key_prefix: raw.key_prefix,
+            pool_size: raw.pool_size,
+            timeout_seconds: raw.timeout_seconds,
+        }
+    });
+    let admin = section::<RawAdmin>(table, "admin", problems).and_then(|raw| {
+        let Some(reference) = raw.api_key else {
+            problems.push(Problem::new(
+                "admin.api_key",
+                "required: the service never runs without an admin API key; \
+                 set it to a ${secret:name} reference",
+            ));
+            return None;
+        };
+        let key = resolve("admin.api_key", Some(&reference), providers, problems)?;
+        if key.expose().chars().count() < 32 {
+            problems.push(Problem::new(
+                "admin.api_key",
+                "too short: use at least 32 random characters",
+            ));
+            return None;
+        }
+        Some(AdminSettings { api_key: key })
+    });
+    let custody = section::<RawCustody>(table, "custody", problems)
+        .and_then(|raw| build_custody(raw, providers, problems));
+    let keys = section::<RawKeys>(table, "keys", problems).map(|raw| {
+        positive("keys.rotation_period_days", raw.rotation_period_days, problems);
+        positive(
+            "keys.scheduler_interval_seconds",
+            raw.scheduler_interval_seconds,
+            problems,
+        );
+        if raw.jwks_max_age_seconds > 300 {
+            problems.push(Problem::new("keys.jwks_max_age_seconds", "must be at most 300"));
+        }
+        if raw.publish_ahead_seconds < raw.jwks_max_age_seconds {
+            problems.push(Problem::new(
+                "keys.publish_ahead_seconds",
+                "must be at least keys.jwks_max_age_seconds, so verifiers see a key before it signs",
+            ));
+        }
+        KeySettings {
+            rotation_period_days: raw.rotation_period_days,
+            publish_ahead_seconds: raw.publish_ahead_seconds,
+            jwks_max_age_seconds: raw.jwks_max_age_seconds,
+            clock_skew_seconds: raw.clock_skew_seconds,
+            scheduler_interval_seconds: raw.scheduler_interval_seconds,
+        }
+    });
+    let telemetry = section::<RawTelemetry>(table, "telemetry", problems).map(|raw| {
+        if let Some(endpoint) = &raw.otlp_endpoint {
+            check_http_url(
+                "telemetry.otlp_endpoint",
+                endpoint,
+                &["http", "https"],
+                problems,
+            );
+        }
+        TelemetrySettings {
+            log_level: raw.log_level,
+            log_format: raw.log_format,
+            otlp_endpoint: raw.otlp_endpoint,
+            service_name: raw.service_name,
+        }
+    });
+    Some(Settings {
+        server: server?,
+        database: database?,
+        redis: redis?,
+        admin: admin?,
+        custody: custody?,
+        keys: keys?,
+        telemetry: telemetry?,
+    })
+}
+
+fn build_custody(
+    raw: RawCustody,
+    providers: &SecretProviders,
+    problems: &mut Problems,
+) -> Option<CustodySettings> {
+    let before = problems.len();
+    if raw.master_keys.is_empty() {
+        problems.push(Problem::new(
+            "custody.master_keys",
+            "required: at least one master key version, e.g. \
+             [[custody.master_keys]] version = 1, key = \"${secret:master-key-v1}\"",
+        ));
+    }
+    let mut master_keys: Vec<MasterKeySetting> = Vec::new();
+    for (index, entry) in raw.master_keys.iter().enumerate() {
+        let key_name = format!("custody.master_keys[{index}]");
+        if entry.version == 0 {
+            problems.push(Problem::new(&key_name, "version must be at least 1"));
+        }
+        if master_keys.iter().any(|k| k.version == entry.version) {
+            problems.push(Problem::new(
+                &key_name,
+                format!("version {} is listed twice", entry.version),
+            ));
+        }
+        let Some(key) = resolve(&key_name, Some(&entry.key), providers, problems) else {
+            continue;
+        };
+        if !crate::is_base64_32_bytes(key.expose()) {
+            problems.push(Problem::new(
+                &key_name,
+                "key must be 32 random bytes in standard base64 (e.g. `head -c 32 /dev/urandom | base64`)",
+            ));
+        }
+        master_keys.push(MasterKeySetting {
+            version: entry.version,
+            key,
+        });
+    }
+    let current = match raw.current_master_key_version {
+        Some(current) => current,
+        None => {
+            // With a single version there is nothing to choose.
+            match raw.master_keys.as_slice() {
+                [only] => only.version,
+                _ => {
+                    problems.push(Problem::new(
+                        "custody.current_master_key_version",
+                        "required when more than one master key version is configured",
+                    ));
+                    0
+                }
+            }
+        }
+    };
+    if current != 0 && !raw.master_keys.iter().any(|k| k.version == current) {
+        problems.push(Problem::new(
+            "custody.current_master_key_version",
+            format!("version {current} is not among custody.master_keys"),
+        ));
+    }
+    (problems.len() == before).then_some(CustodySettings {
+        current_master_key_version: current,
+        master_keys,
+    })
+}

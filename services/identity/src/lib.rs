@@ -1,0 +1,16 @@
+//! The Keysilo identity service: an OAuth2 authorization server for many
+//! tenants, each signing access tokens with its own RSA key.
+//!
+//! The binary (`main.rs`) only parses the command line, loads settings,
+//! starts telemetry and calls [`startup::Application`]; everything else is
+//! here so that tests can start the real service in-process.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod startup;
+pub mod state;

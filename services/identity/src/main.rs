@@ -1,0 +1,103 @@
+//! `keysilo-identity`: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use keysilo_config::{ConfigError, LogFormat, Problem, Settings};
+use keysilo_identity::cli::{Cli, Command, ConfigCommand};
+use keysilo_identity::startup::Application;
+use keysilo_store::Store;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match load(&cli) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("keysilo-identity: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Config {
+            command: ConfigCommand::Validate,
+        } => {
+            println!("configuration is valid");
+            Ok(())
+        }
+        Command::Migrate => runtime().and_then(|rt| rt.block_on(migrate(&settings))),
+        Command::Serve => serve(settings),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keysilo-identity: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads settings and adds the checks only the service can make.
+fn load(cli: &Cli) -> Result<Settings, ConfigError> {
+    let settings = Settings::load(cli.config.as_deref());
+    let filter = settings
+        .as_ref()
+        .ok()
+        .map(|s| s.telemetry.log_level.clone());
+    let filter_problem = filter.and_then(|f| {
+        keysilo_telemetry::check_filter(&f)
+            .err()
+            .map(|err| Problem::new("telemetry.log_level", err.to_string()))
+    });
+    match (settings, filter_problem) {
+        (Ok(_), Some(problem)) => Err(ConfigError(vec![problem])),
+        (result, _) => result,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("Failed to start the async runtime")
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let store = Store::new(&settings.database).context("Failed to set up PostgreSQL")?;
+    let report = store.migrate().await.context("Failed to migrate")?;
+    if report.applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        for name in report.applied {
+            println!("applied {name}");
+        }
+    }
+    Ok(())
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    let options = keysilo_telemetry::Options {
+        filter: settings.telemetry.log_level.clone(),
+        json: settings.telemetry.log_format == LogFormat::Json,
+        otlp_endpoint: settings.telemetry.otlp_endpoint.clone(),
+        service_name: settings
+            .telemetry
+            .service_name
+            .clone()
+            .unwrap_or_else(|| "keysilo-identity".into()),
+    };
+    let _guard =
+        keysilo_telemetry::init(&options, std::io::stdout).context("Failed to start telemetry")?;
+    actix_web::rt::System::new().block_on(async move {
+        let application = Application::build(settings)
+            .await
+            .context("Failed to start the identity service")?;
+        tracing::info!(port = application.port(), "identity service listening");
+        application
+            .run_until_stopped()
+            .await
+            .context("The HTTP server failed")?;
+        tracing::info!("identity service stopped");
+        Ok(())
+    })
+}

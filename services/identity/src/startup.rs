@@ -1,0 +1,120 @@
+//! Wiring: builds the shared state and the HTTP server from [`Settings`].
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use keysilo_config::Settings;
+use keysilo_coord::{Coord, CoordError};
+use keysilo_store::{Store, StoreError};
+use tracing_actix_web::TracingLogger;
+
+use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
+use crate::routes;
+use crate::state::AppState;
+
+/// The service could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The PostgreSQL pool could not be built or migrations failed.
+    #[error("cannot set up PostgreSQL")]
+    Store(#[from] StoreError),
+    /// The Redis pool could not be built.
+    #[error("cannot set up Redis")]
+    Coord(#[from] CoordError),
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// `host:port` as configured.
+        address: String,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics registry could not be built.
+    #[error("cannot register metrics")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A built, not yet running, identity service.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects the pools, applies migrations when configured to, binds the
+    /// listener and prepares the server.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = Store::new(&settings.database)?;
+        if settings.database.migrate_on_start {
+            let report = store.migrate().await?;
+            tracing::info!(applied = ?report.applied, "database migrations applied");
+        }
+        let coord = Coord::new(&settings.redis)?;
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            coord,
+            metrics: Metrics::new()?,
+        };
+
+        let address = format!(
+            "{}:{}",
+            state.settings.server.host, state.settings.server.port
+        );
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { address, source })?
+            .port();
+        let server = run(listener, state)?;
+        Ok(Self { port, server })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
+    let workers = state.settings.server.workers;
+    let shutdown = state.settings.server.shutdown_timeout_seconds;
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(metrics::track))
+            .wrap(TracingLogger::default())
+            .app_data(data.clone())
+            .configure(routes::configure)
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::NotFound)
+            }))
+    })
+    .shutdown_timeout(shutdown)
+    .client_request_timeout(Duration::from_secs(5));
+    if let Some(workers) = workers {
+        server = server.workers(workers);
+    }
+    let server = server
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            address: "listener".into(),
+            source,
+        })?
+        .run();
+    Ok(server)
+}
