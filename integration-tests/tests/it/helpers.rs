@@ -8,11 +8,14 @@ use std::sync::LazyLock;
 
 use keysilo_config::Settings;
 use keysilo_identity::startup::Application;
+use keysilo_identity::state::AppState;
 
 /// The platform admin key every test app is configured with.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdefghijklmnop";
 /// Master key v1 of every test app (32 bytes, base64).
 pub const MASTER_KEY_V1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// A second master key version, for rotation tests.
+pub const MASTER_KEY_V2: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
 /// Logs go nowhere unless `TEST_LOG` is set, in which case they go to
 /// stdout, where the test harness captures them per test.
@@ -162,6 +165,7 @@ pub struct TestApp {
     pub address: String,
     pub database: String,
     pub client: reqwest::Client,
+    pub state: AppState,
 }
 
 impl TestApp {
@@ -171,6 +175,92 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// A request to the admin API with the platform admin key.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}/admin/v1{path}", self.address))
+            .bearer_auth(ADMIN_KEY)
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.admin(reqwest::Method::GET, path).send().await.unwrap()
+    }
+
+    pub async fn admin_post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.admin(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates tenant `id` and returns the response body.
+    pub async fn create_tenant(&self, id: &str) -> serde_json::Value {
+        let response = self
+            .admin_post(
+                "/tenants",
+                serde_json::json!({ "id": id, "display_name": format!("Tenant {id}") }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        response.json().await.unwrap()
+    }
+
+    /// The tenant's keys as the admin API lists them.
+    pub async fn keys(&self, tenant: &str) -> Vec<serde_json::Value> {
+        let response = self.admin_get(&format!("/tenants/{tenant}/keys")).await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["keys"].as_array().unwrap().clone()
+    }
+
+    /// The kids of the tenant's JWKS.
+    pub async fn jwks_kids(&self, tenant: &str) -> Vec<String> {
+        let response = self.get(&format!("/{tenant}/.well-known/jwks")).await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub async fn rotate(&self, tenant: &str) -> String {
+        let response = self
+            .admin_post(
+                &format!("/tenants/{tenant}/keys/rotate"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["kid"].as_str().unwrap().to_owned()
+    }
+
+    /// The kid this replica signs with for `tenant`, if any.
+    pub async fn signing_kid(&self, tenant: &str) -> Option<String> {
+        let id = keysilo_types::TenantId::parse(tenant).unwrap();
+        let entry = self.state.cache.get(&id).await.unwrap()?;
+        entry.signing.as_ref().map(|s| s.kid().to_string())
+    }
+
+    /// Direct SQL on this app's database.
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        let config = format!(
+            "host=127.0.0.1 port={} user=keysilo password={} dbname={}",
+            pg_port(),
+            db_password(),
+            self.database
+        );
+        let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
     }
 }
 
@@ -185,11 +275,13 @@ pub async fn spawn_app_with(config: TestConfig, database: String) -> TestApp {
     LazyLock::force(&TRACING);
     let application = Application::build(config.settings()).await.unwrap();
     let address = format!("http://127.0.0.1:{}", application.port());
+    let state = application.state().clone();
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
         database,
         client: reqwest::Client::new(),
+        state,
     }
 }
 

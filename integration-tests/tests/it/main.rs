@@ -14,4 +14,6 @@ mod helpers;
 
 mod binary;
 mod health;
+mod keys;
 mod readiness;
+mod tenants;

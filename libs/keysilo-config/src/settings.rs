@@ -136,8 +136,8 @@ pub struct CustodySettings {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct KeySettings {
-    /// Days between scheduled rotations of a tenant's signing key.
-    pub rotation_period_days: u64,
+    /// Seconds between scheduled rotations of a tenant's signing key.
+    pub rotation_period_seconds: u64,
     /// Seconds a `next` key is published before it starts signing; at least
     /// the JWKS cache lifetime.
     pub publish_ahead_seconds: u64,
@@ -147,6 +147,11 @@ pub struct KeySettings {
     pub clock_skew_seconds: u64,
     /// Seconds between two checks for due rotations on each replica.
     pub scheduler_interval_seconds: u64,
+    /// Seconds a rotation lock lives without renewal (a crashed holder
+    /// blocks rotations of its tenant for at most this long).
+    pub lock_ttl_seconds: u64,
+    /// Seconds an admin call waits for a busy rotation lock.
+    pub lock_wait_seconds: u64,
 }
 
 /// Log output format.
@@ -297,21 +302,25 @@ struct RawCustody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawKeys {
-    rotation_period_days: u64,
+    rotation_period_seconds: u64,
     publish_ahead_seconds: u64,
     jwks_max_age_seconds: u64,
     clock_skew_seconds: u64,
     scheduler_interval_seconds: u64,
+    lock_ttl_seconds: u64,
+    lock_wait_seconds: u64,
 }
 
 impl Default for RawKeys {
     fn default() -> Self {
         Self {
-            rotation_period_days: 30,
+            rotation_period_seconds: 30 * 24 * 3600,
             publish_ahead_seconds: 600,
-            jwks_max_age_seconds: 300,
+            jwks_max_age_seconds: 60,
             clock_skew_seconds: 60,
             scheduler_interval_seconds: 60,
+            lock_ttl_seconds: 10,
+            lock_wait_seconds: 10,
         }
     }
 }
@@ -530,7 +539,14 @@ pub(crate) fn build(
     let custody = section::<RawCustody>(table, "custody", problems)
         .and_then(|raw| build_custody(raw, providers, problems));
     let keys = section::<RawKeys>(table, "keys", problems).map(|raw| {
-        positive("keys.rotation_period_days", raw.rotation_period_days, problems);
+        positive("keys.rotation_period_seconds", raw.rotation_period_seconds, problems);
+        positive("keys.lock_ttl_seconds", raw.lock_ttl_seconds, problems);
+        if raw.publish_ahead_seconds >= raw.rotation_period_seconds {
+            problems.push(Problem::new(
+                "keys.publish_ahead_seconds",
+                "must be shorter than keys.rotation_period_seconds",
+            ));
+        }
         positive(
             "keys.scheduler_interval_seconds",
             raw.scheduler_interval_seconds,
@@ -546,11 +562,13 @@ pub(crate) fn build(
             ));
         }
         KeySettings {
-            rotation_period_days: raw.rotation_period_days,
+            rotation_period_seconds: raw.rotation_period_seconds,
             publish_ahead_seconds: raw.publish_ahead_seconds,
             jwks_max_age_seconds: raw.jwks_max_age_seconds,
             clock_skew_seconds: raw.clock_skew_seconds,
             scheduler_interval_seconds: raw.scheduler_interval_seconds,
+            lock_ttl_seconds: raw.lock_ttl_seconds,
+            lock_wait_seconds: raw.lock_wait_seconds,
         }
     });
     let telemetry = section::<RawTelemetry>(table, "telemetry", problems).map(|raw| {

@@ -50,7 +50,7 @@ fn defaults_with_secrets_from_env_are_valid() {
     assert_eq!(settings.admin.api_key.expose(), ADMIN_KEY);
     assert_eq!(settings.custody.current_master_key_version, 1);
     assert_eq!(settings.server.public_base_url, "http://127.0.0.1:8080");
-    assert_eq!(settings.keys.jwks_max_age_seconds, 300);
+    assert_eq!(settings.keys.jwks_max_age_seconds, 60);
 }
 
 #[test]

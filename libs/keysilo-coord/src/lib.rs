@@ -16,6 +16,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod events;
+mod lock;
+
+pub use events::Event;
+pub use lock::LockGuard;
+
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, IntoConnectionInfo as _};
@@ -32,6 +38,12 @@ pub enum CoordError {
     /// Redis answered with an error.
     #[error("Redis command failed")]
     Command(#[source] redis::RedisError),
+    /// Another holder kept the lock for longer than we were willing to wait.
+    #[error("lock {resource} is busy")]
+    LockBusy {
+        /// The lock's kind and resource.
+        resource: String,
+    },
     /// The URL or pool settings are unusable.
     #[error("invalid Redis settings")]
     Settings(#[source] Box<dyn std::error::Error + Send + Sync>),

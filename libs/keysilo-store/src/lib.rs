@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod keys;
 mod migrate;
 
 use std::time::Duration;
@@ -22,6 +23,10 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use keysilo_config::{DatabaseSettings, SslMode};
 
+pub use keys::{
+    AuditRecord, DueRotation, KeyChange, NewAuditEvent, NewKey, StoredKey, TenantRecord,
+    is_unique_violation,
+};
 pub use migrate::MigrationReport;
 
 /// Why a database operation failed.
@@ -40,6 +45,22 @@ pub enum StoreError {
     /// The TLS settings could not be applied.
     #[error("cannot set up TLS to PostgreSQL")]
     Tls(#[source] openssl::error::ErrorStack),
+    /// The row to create exists already.
+    #[error("already exists")]
+    Conflict,
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A lock-guarded write came with a fencing token older than one that
+    /// already committed: the writer's lock had expired.
+    #[error("stale fencing token: the lock was lost before commit")]
+    StaleFence,
+    /// The change's precondition does not hold.
+    #[error("precondition failed: {0}")]
+    Precondition(&'static str),
+    /// A stored value is not valid (the database was edited by hand?).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
     /// The pool could not be built from the settings.
     #[error("invalid database pool settings")]
     Pool(#[source] deadpool_postgres::BuildError),

@@ -24,12 +24,27 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Master key operations.
+    MasterKey {
+        /// What to do.
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
     /// Configuration tools.
     Config {
         /// What to do with the configuration.
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+/// `master-key …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// Re-wrap every tenant key under the current master key version.
+    Rewrap,
+    /// Show the current version and how many keys each version wraps.
+    Status,
 }
 
 /// `config …` subcommands.

@@ -2,7 +2,11 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use keysilo_coord::CoordError;
+use keysilo_store::StoreError;
 use serde::Serialize;
+
+use crate::keys::KeyError;
 
 /// Every error a handler can return. Its [`ResponseError`] impl is the only
 /// place that decides status codes and bodies.
@@ -14,12 +18,49 @@ pub enum ApiError {
     /// The request is malformed; the message is safe to show the caller.
     #[error("{0}")]
     BadRequest(String),
-    /// A dependency (PostgreSQL, Redis) is down.
+    /// The body is larger than allowed.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// No credentials were presented.
+    #[error("authentication required")]
+    Unauthorized,
+    /// The presented credentials are wrong.
+    #[error("invalid credentials")]
+    InvalidToken,
+    /// The resource exists already; the message is safe to show.
+    #[error("{0}")]
+    Conflict(String),
+    /// A dependency (PostgreSQL, Redis) is down or a lock stayed busy.
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
     /// Anything else: logged with its cause chain, answered with a bare 500.
     #[error("unexpected error")]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => Self::Unavailable(err.into()),
+            StoreError::NotFound => Self::NotFound,
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(err: KeyError) -> Self {
+        match err {
+            KeyError::NotFound => Self::NotFound,
+            KeyError::TenantExists => Self::Conflict(
+                "a tenant with this id exists or existed; ids are never reused".into(),
+            ),
+            KeyError::Store(err) => err.into(),
+            KeyError::Coord(CoordError::Unavailable(_) | CoordError::LockBusy { .. })
+            | KeyError::LockLost => Self::Unavailable(err.into()),
+            other => Self::Unexpected(other.into()),
+        }
+    }
 }
 
 /// `{"error","error_description"}`, as the contract prescribes.
@@ -34,6 +75,9 @@ impl ResponseError for ApiError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -43,6 +87,10 @@ impl ResponseError for ApiError {
         let (error, description) = match self {
             Self::NotFound => ("not_found", "no such resource"),
             Self::BadRequest(message) => ("invalid_request", message.as_str()),
+            Self::PayloadTooLarge => ("invalid_request", "the request body is too large"),
+            Self::Unauthorized => ("invalid_request", "a bearer token is required"),
+            Self::InvalidToken => ("invalid_token", "the bearer token is not valid"),
+            Self::Conflict(message) => ("conflict", message.as_str()),
             Self::Unavailable(cause) => {
                 tracing::warn!(error = format!("{cause:#}"), "dependency unavailable");
                 (
@@ -55,9 +103,44 @@ impl ResponseError for ApiError {
                 ("server_error", "unexpected error")
             }
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            // RFC 6750 §3.1: no error code when no credentials were sent.
+            Self::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            Self::InvalidToken => {
+                response.insert_header(("WWW-Authenticate", r#"Bearer error="invalid_token""#));
+            }
+            Self::Unavailable(_) => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
             error,
             error_description: description,
         })
     }
+}
+
+/// Turns JSON extractor failures into 400 or 413, never 500.
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError;
+    let api = match &err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::BadRequest("the body must be application/json".into())
+        }
+        JsonPayloadError::Deserialize(inner) => {
+            ApiError::BadRequest(format!("invalid JSON body: {inner}"))
+        }
+        _ => ApiError::BadRequest("invalid JSON body".into()),
+    };
+    api.into()
 }

@@ -8,8 +8,11 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod error;
+pub mod keys;
 pub mod metrics;
 pub mod routes;
 pub mod startup;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use keysilo_config::{ConfigError, LogFormat, Problem, Settings};
-use keysilo_identity::cli::{Cli, Command, ConfigCommand};
+use keysilo_identity::cli::{Cli, Command, ConfigCommand, MasterKeyCommand};
 use keysilo_identity::startup::Application;
 use keysilo_store::Store;
 
@@ -26,6 +26,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Migrate => runtime().and_then(|rt| rt.block_on(migrate(&settings))),
+        Command::MasterKey { command } => {
+            runtime().and_then(|rt| rt.block_on(master_key(settings, command)))
+        }
         Command::Serve => serve(settings),
     };
     match outcome {
@@ -72,6 +75,31 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
             println!("applied {name}");
         }
     }
+    Ok(())
+}
+
+async fn master_key(settings: Settings, command: MasterKeyCommand) -> anyhow::Result<()> {
+    let store = Store::new(&settings.database).context("Failed to set up PostgreSQL")?;
+    let coord = keysilo_coord::Coord::new(&settings.redis).context("Failed to set up Redis")?;
+    let keys = keysilo_identity::keys::KeyService::new(settings.into(), store.clone(), coord)
+        .context("Failed to load the master keys")?;
+    let document = match command {
+        MasterKeyCommand::Rewrap => {
+            let report = keys
+                .rewrap_all("cli")
+                .await
+                .context("Failed to re-wrap keys")?;
+            serde_json::json!({ "version": report.version, "rewrapped": report.rewrapped })
+        }
+        MasterKeyCommand::Status => {
+            let counts = store
+                .keys_per_master_version()
+                .await
+                .context("Failed to count keys")?;
+            keysilo_identity::routes::master_key_status(keys.ring(), &counts)
+        }
+    };
+    println!("{document:#}");
     Ok(())
 }
 

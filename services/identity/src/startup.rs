@@ -13,6 +13,7 @@ use keysilo_store::{Store, StoreError};
 use tracing_actix_web::TracingLogger;
 
 use crate::error::ApiError;
+use crate::keys::{KeyCache, KeyService, run_event_listener, run_scheduler};
 use crate::metrics::{self, Metrics};
 use crate::routes;
 use crate::state::AppState;
@@ -38,12 +39,16 @@ pub enum StartupError {
     /// The metrics registry could not be built.
     #[error("cannot register metrics")]
     Metrics(#[from] prometheus::Error),
+    /// The master keys are unusable.
+    #[error("cannot load the master keys")]
+    Custody(#[from] keysilo_custody::CustodyError),
 }
 
 /// A built, not yet running, identity service.
 pub struct Application {
     port: u16,
     server: Server,
+    state: AppState,
 }
 
 impl Application {
@@ -56,12 +61,27 @@ impl Application {
             tracing::info!(applied = ?report.applied, "database migrations applied");
         }
         let coord = Coord::new(&settings.redis)?;
+        let settings = Arc::new(settings);
+        let keys = KeyService::new(settings.clone(), store.clone(), coord.clone())?;
+        let cache = Arc::new(KeyCache::new(
+            keys.clone(),
+            settings.server.public_base_url.clone(),
+        ));
         let state = AppState {
-            settings: Arc::new(settings),
+            settings: settings.clone(),
             store,
-            coord,
+            coord: coord.clone(),
             metrics: Metrics::new()?,
+            keys: keys.clone(),
+            cache: cache.clone(),
         };
+        // Background work of every replica: scheduled rotation and the event
+        // listener that keeps this replica's cache in step with the others.
+        tokio::spawn(run_scheduler(
+            keys,
+            Duration::from_secs(settings.keys.scheduler_interval_seconds),
+        ));
+        tokio::spawn(run_event_listener(coord, cache));
 
         let address = format!(
             "{}:{}",
@@ -75,8 +95,17 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { address, source })?
             .port();
-        let server = run(listener, state)?;
-        Ok(Self { port, server })
+        let server = run(listener, state.clone())?;
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    /// The shared state, for embedding and tests.
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// The port actually bound (useful with port 0).
@@ -99,6 +128,9 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
             .wrap(from_fn(metrics::track))
             .wrap(TracingLogger::default())
             .app_data(data.clone())
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::BadRequest(format!("invalid query: {err}")).into()
+            }))
             .configure(routes::configure)
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::NotFound)

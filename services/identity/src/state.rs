@@ -6,6 +6,7 @@ use keysilo_config::Settings;
 use keysilo_coord::Coord;
 use keysilo_store::Store;
 
+use crate::keys::{KeyCache, KeyService};
 use crate::metrics::Metrics;
 
 /// What handlers share: settings, the database, Redis and metrics. Cheap to
@@ -20,4 +21,8 @@ pub struct AppState {
     pub coord: Coord,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Tenants and their keys.
+    pub keys: KeyService,
+    /// This replica's cache of tenants' documents and signing keys.
+    pub cache: Arc<KeyCache>,
 }

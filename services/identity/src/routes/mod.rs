@@ -1,14 +1,67 @@
 //! HTTP routes, one module per resource.
 
 mod health;
+mod keys;
+mod tenants;
+mod well_known;
 
 use actix_web::web;
 
 pub use health::{get_healthz, get_metrics, get_readyz};
+pub use keys::master_key_status;
+
+/// Largest admin JSON body accepted.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
 /// Registers every route of the service.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(get_healthz))
         .route("/readyz", web::get().to(get_readyz))
-        .route("/metrics", web::get().to(get_metrics));
+        .route("/metrics", web::get().to(get_metrics))
+        .service(
+            web::scope("/admin/v1")
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(ADMIN_BODY_LIMIT)
+                        .error_handler(crate::error::json_error),
+                )
+                .route("/tenants", web::post().to(tenants::post_tenant))
+                .route("/tenants/{tenant}", web::get().to(tenants::get_tenant))
+                .route(
+                    "/tenants/{tenant}",
+                    web::delete().to(tenants::delete_tenant),
+                )
+                .route("/tenants/{tenant}/keys", web::get().to(keys::get_keys))
+                .route(
+                    "/tenants/{tenant}/keys/rotate",
+                    web::post().to(keys::post_rotate),
+                )
+                .route(
+                    "/tenants/{tenant}/keys/{kid}/revoke",
+                    web::post().to(keys::post_revoke),
+                )
+                .route("/tenants/{tenant}/audit", web::get().to(keys::get_audit))
+                .route("/master-key", web::get().to(keys::get_master_key))
+                .route("/master-key/rewrap", web::post().to(keys::post_rewrap)),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server/{tenant}",
+            web::get().to(well_known::get_metadata),
+        )
+        .route(
+            "/{tenant}/.well-known/oauth-authorization-server",
+            web::get().to(well_known::get_metadata),
+        )
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            web::get().to(well_known::get_metadata),
+        )
+        .route(
+            "/{tenant}/.well-known/jwks",
+            web::get().to(well_known::get_jwks),
+        )
+        .route(
+            "/{tenant}/.well-known/jwks.json",
+            web::get().to(well_known::get_jwks),
+        );
 }

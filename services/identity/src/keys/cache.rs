@@ -1,0 +1,243 @@
+//! Per-replica cache of each tenant's public documents and signing key.
+//!
+//! Entries are dropped when an event about their tenant arrives over Redis
+//! (any replica's change), when this replica changes the tenant itself,
+//! when a retired key's grace period ends, and in any case after
+//! [`MAX_AGE`], which bounds staleness should an event be missed. A
+//! generation counter keeps a load that raced an invalidation from
+//! installing what it read before the change.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keysilo_custody::SigningKey;
+use keysilo_store::{StoredKey, TenantRecord};
+use keysilo_types::{KeyStatus, TenantId};
+
+use super::service::wrapped_of;
+use super::{KeyError, KeyService};
+use crate::clock;
+
+/// Longest an entry is served without reloading.
+const MAX_AGE: Duration = Duration::from_secs(30);
+/// How long "no such tenant" is remembered; tenant creation announces
+/// itself, so this only shields the database from floods of unknown ids.
+const NEGATIVE_AGE: Duration = Duration::from_secs(5);
+
+/// What a replica knows about one enabled tenant.
+#[derive(Debug)]
+pub struct TenantEntry {
+    /// The tenant.
+    pub tenant: TenantRecord,
+    /// `{"keys":[…]}`: next, active and retired keys still in grace.
+    pub jwks: String,
+    /// Strong validator of `jwks`.
+    pub etag: String,
+    /// RFC 8414 metadata.
+    pub metadata: String,
+    /// The active key, unwrapped and ready to sign.
+    pub signing: Option<SigningKey>,
+}
+
+enum Slot {
+    Present(Arc<TenantEntry>, Instant),
+    Absent(Instant),
+}
+
+/// The cache; cheap to share behind an `Arc`.
+pub struct KeyCache {
+    service: KeyService,
+    public_base_url: String,
+    entries: RwLock<HashMap<TenantId, Slot>>,
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache").finish_non_exhaustive()
+    }
+}
+
+impl KeyCache {
+    /// An empty cache.
+    pub fn new(service: KeyService, public_base_url: String) -> Self {
+        Self {
+            service,
+            public_base_url,
+            entries: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The issuer of tenant `id`.
+    pub fn issuer(&self, id: &TenantId) -> String {
+        format!("{}/{}", self.public_base_url, id)
+    }
+
+    /// The entry of an enabled tenant, loading it on a miss; `None` for an
+    /// unknown or disabled tenant.
+    pub async fn get(&self, id: &TenantId) -> Result<Option<Arc<TenantEntry>>, KeyError> {
+        let now = Instant::now();
+        if let Ok(entries) = self.entries.read() {
+            match entries.get(id) {
+                Some(Slot::Present(entry, until)) if *until > now => {
+                    return Ok(Some(entry.clone()));
+                }
+                Some(Slot::Absent(until)) if *until > now => return Ok(None),
+                _ => {}
+            }
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let loaded = self.load(id).await?;
+        let slot = match &loaded {
+            Some((entry, until)) => Slot::Present(entry.clone(), *until),
+            None => Slot::Absent(now + NEGATIVE_AGE),
+        };
+        if let Ok(mut entries) = self.entries.write() {
+            // Only install what we read if nothing was invalidated meanwhile.
+            if self.generation.load(Ordering::SeqCst) == generation {
+                entries.insert(id.clone(), slot);
+            }
+        }
+        Ok(loaded.map(|(entry, _)| entry))
+    }
+
+    /// Forgets one tenant.
+    pub fn invalidate(&self, id: &TenantId) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut entries) = self.entries.write() {
+            entries.remove(id);
+        }
+    }
+
+    /// Forgets everything (after missing events, e.g. a Redis reconnect).
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
+    async fn load(&self, id: &TenantId) -> Result<Option<(Arc<TenantEntry>, Instant)>, KeyError> {
+        let store = self.service.store();
+        let Some(tenant) = store.tenant(id).await? else {
+            return Ok(None);
+        };
+        if tenant.disabled_at.is_some() {
+            return Ok(None);
+        }
+        let keys = store.keys(id).await?;
+        let now = clock::now();
+        let published: Vec<&StoredKey> = keys.iter().filter(|k| is_published(k, now)).collect();
+        let jwks = jwks_document(&published);
+        let etag = format!(
+            "\"{}\"",
+            URL_SAFE_NO_PAD.encode(openssl::sha::sha256(jwks.as_bytes()))
+        );
+        // The public documents do not depend on the private key: if it
+        // cannot be unwrapped (a tampered row, a missing master key
+        // version), the JWKS is still served and signing fails loudly.
+        let signing = keys
+            .iter()
+            .find(|k| k.status == KeyStatus::Active)
+            .and_then(|active| {
+                let signing = self
+                    .service
+                    .ring()
+                    .unwrap(&tenant.id, &active.kid, &wrapped_of(active))
+                    .and_then(|private| SigningKey::new(active.kid.clone(), &private));
+                match signing {
+                    Ok(signing) => Some(signing),
+                    Err(err) => {
+                        tracing::error!(
+                            tenant = %tenant.id,
+                            kid = %active.kid,
+                            error = %err,
+                            "cannot load the active signing key"
+                        );
+                        None
+                    }
+                }
+            });
+        // Reload when the first retired key leaves its grace period.
+        let mut until = Instant::now() + MAX_AGE;
+        for key in &published {
+            if let Some(left) = key
+                .publish_until
+                .and_then(|end| end.duration_since(now).ok())
+            {
+                until = until.min(Instant::now() + left);
+            }
+        }
+        let metadata = self.metadata(&tenant.id).to_string();
+        Ok(Some((
+            Arc::new(TenantEntry {
+                tenant,
+                jwks,
+                etag,
+                metadata,
+                signing,
+            }),
+            until,
+        )))
+    }
+
+    /// RFC 8414 authorization server metadata of tenant `id`. Only what the
+    /// server really offers: no authorization endpoint (so no response
+    /// types) and no OpenID Connect members, since no ID tokens are issued.
+    fn metadata(&self, id: &TenantId) -> serde_json::Value {
+        let issuer = self.issuer(id);
+        let client_auth = ["client_secret_basic", "client_secret_post"];
+        serde_json::json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{issuer}/oauth2/token"),
+            "jwks_uri": format!("{issuer}/.well-known/jwks"),
+            "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+            "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+            "grant_types_supported": ["client_credentials", "password", "refresh_token"],
+            "response_types_supported": [],
+            "scopes_supported": ["admin"],
+            "token_endpoint_auth_methods_supported": client_auth,
+            "introspection_endpoint_auth_methods_supported": client_auth,
+            "revocation_endpoint_auth_methods_supported": client_auth,
+        })
+    }
+}
+
+/// Next and active keys are published; retired ones until their grace
+/// period ends; revoked ones never.
+fn is_published(key: &StoredKey, now: SystemTime) -> bool {
+    match key.status {
+        KeyStatus::Next | KeyStatus::Active => true,
+        KeyStatus::Retired => key.publish_until.is_some_and(|end| end > now),
+        KeyStatus::Revoked => false,
+    }
+}
+
+fn rank(status: KeyStatus) -> u8 {
+    match status {
+        KeyStatus::Active => 0,
+        KeyStatus::Next => 1,
+        KeyStatus::Retired | KeyStatus::Revoked => 2,
+    }
+}
+
+fn jwks_document(keys: &[&StoredKey]) -> String {
+    let mut keys = keys.to_vec();
+    keys.sort_by_key(|k| rank(k.status));
+    let jwks: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| {
+            keysilo_custody::PublicJwk {
+                n: k.modulus_b64.clone(),
+                e: k.exponent_b64.clone(),
+            }
+            .to_jwk(&k.kid)
+        })
+        .collect();
+    serde_json::json!({ "keys": jwks }).to_string()
+}

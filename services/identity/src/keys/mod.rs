@@ -1,0 +1,11 @@
+//! Tenant signing keys: creation with a tenant, rotation (emergency and
+//! scheduled), revocation, master-key rewrap, and the per-replica cache that
+//! serves JWKS and signing keys from memory.
+
+mod cache;
+mod scheduler;
+mod service;
+
+pub use cache::{KeyCache, TenantEntry};
+pub use scheduler::{run_event_listener, run_scheduler};
+pub use service::{KeyError, KeyService, RewrapReport, Rotation};

@@ -1,0 +1,495 @@
+//! The operations on tenants and their keys. Every change of a tenant's key
+//! set runs under that tenant's Redis lock and commits with its fence.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use keysilo_config::Settings;
+use keysilo_coord::{Coord, CoordError, Event};
+use keysilo_custody::{CustodyError, GeneratedKey, MasterKey, MasterKeyRing, generate_rsa_key};
+use keysilo_store::{
+    DueRotation, KeyChange, NewAuditEvent, NewKey, Store, StoreError, StoredKey, TenantRecord,
+};
+use keysilo_types::{KeyStatus, Kid, TenantId};
+
+use crate::clock;
+
+/// The lock kind that guards a tenant's key set.
+const TENANT_KEYS_LOCK: &str = "tenant-keys";
+/// Keys re-wrapped per transaction.
+const REWRAP_BATCH: i64 = 100;
+
+/// Why a key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// PostgreSQL failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Redis failed, or the lock stayed busy.
+    #[error(transparent)]
+    Coord(#[from] CoordError),
+    /// Key generation, wrapping or unwrapping failed.
+    #[error(transparent)]
+    Custody(#[from] CustodyError),
+    /// No such (enabled) tenant, or no such key.
+    #[error("not found")]
+    NotFound,
+    /// The tenant id is taken (ids are never reused).
+    #[error("tenant exists")]
+    TenantExists,
+    /// The lock was lost before the change committed; nothing changed.
+    #[error("the rotation lock was lost; nothing was changed")]
+    LockLost,
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The outcome of a rotation or revocation.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The key that signs now.
+    pub active: Option<Kid>,
+    /// The key that stopped signing, if any.
+    pub retired: Option<Kid>,
+}
+
+/// The outcome of a rewrap.
+#[derive(Debug, Clone, Copy)]
+pub struct RewrapReport {
+    /// The version every key is now wrapped under.
+    pub version: u32,
+    /// How many keys this call re-wrapped.
+    pub rewrapped: u64,
+}
+
+/// Tenants and keys: custody, store and coordination put together.
+#[derive(Debug, Clone)]
+pub struct KeyService {
+    ring: Arc<MasterKeyRing>,
+    store: Store,
+    coord: Coord,
+    settings: Arc<Settings>,
+}
+
+/// Builds the master key ring from configuration.
+pub fn master_key_ring(settings: &Settings) -> Result<MasterKeyRing, CustodyError> {
+    let keys = settings
+        .custody
+        .master_keys
+        .iter()
+        .map(|k| MasterKey::from_base64(k.version, k.key.expose()))
+        .collect::<Result<Vec<_>, _>>()?;
+    MasterKeyRing::new(settings.custody.current_master_key_version, keys)
+}
+
+fn seconds(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+impl KeyService {
+    /// Puts the pieces together.
+    pub fn new(settings: Arc<Settings>, store: Store, coord: Coord) -> Result<Self, CustodyError> {
+        let ring = Arc::new(master_key_ring(&settings)?);
+        Ok(Self {
+            ring,
+            store,
+            coord,
+            settings,
+        })
+    }
+
+    /// The master key ring (for unwrapping in the cache).
+    pub fn ring(&self) -> &MasterKeyRing {
+        &self.ring
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// RSA key generation takes tens of milliseconds of CPU: keep it off the
+    /// async workers.
+    async fn generate(&self, tenant: &TenantId) -> Result<(GeneratedKey, NewKey), KeyError> {
+        let ring = self.ring.clone();
+        let tenant = tenant.clone();
+        tokio::task::spawn_blocking(move || {
+            let key = generate_rsa_key()?;
+            let wrapped = ring.wrap(&tenant, &key.kid, &key.private)?;
+            let row = NewKey {
+                kid: key.kid.clone(),
+                modulus_b64: key.public.n.clone(),
+                exponent_b64: key.public.e.clone(),
+                wrapped: wrapped.ciphertext,
+                nonce: wrapped.nonce,
+                master_key_version: wrapped.master_key_version,
+            };
+            Ok((key, row))
+        })
+        .await?
+    }
+
+    /// The grace period of a key retired now: token lifetime plus skew.
+    fn publish_until(&self, tenant: &TenantRecord, now: SystemTime) -> SystemTime {
+        let ttl = u64::try_from(tenant.token_ttl_seconds).unwrap_or(0);
+        now + seconds(ttl + self.settings.keys.clock_skew_seconds)
+    }
+
+    async fn enabled_tenant(&self, id: &TenantId) -> Result<TenantRecord, KeyError> {
+        match self.store.tenant(id).await? {
+            Some(tenant) if tenant.disabled_at.is_none() => Ok(tenant),
+            _ => Err(KeyError::NotFound),
+        }
+    }
+
+    async fn announce(&self, kind: &str, tenant: &TenantId, kid: Option<&Kid>) {
+        let event = Event {
+            kind: kind.to_owned(),
+            tenant: Some(tenant.clone()),
+            kid: kid.cloned(),
+        };
+        // The change is committed; replicas that miss the event still drop
+        // their cached entry when it expires.
+        if let Err(err) = self.coord.publish(&event).await {
+            tracing::warn!(error = %err, kind, tenant = %tenant, "could not publish event");
+        }
+    }
+
+    /// Creates a tenant and its first active key.
+    pub async fn create_tenant(
+        &self,
+        id: TenantId,
+        display_name: String,
+        token_ttl_seconds: i32,
+        actor: &str,
+    ) -> Result<TenantRecord, KeyError> {
+        let (key, row) = self.generate(&id).await?;
+        let tenant = TenantRecord {
+            id: id.clone(),
+            display_name,
+            token_ttl_seconds,
+            created_at: clock::now(),
+            disabled_at: None,
+        };
+        let audit = NewAuditEvent {
+            tenant_id: Some(id.clone()),
+            kind: "tenant.created",
+            actor: actor.to_owned(),
+            details: serde_json::json!({ "kid": key.kid, "token_ttl_seconds": token_ttl_seconds }),
+        };
+        match self.store.create_tenant(&tenant, &row, &audit).await {
+            Err(StoreError::Conflict) => return Err(KeyError::TenantExists),
+            other => other?,
+        }
+        self.announce("tenant.created", &id, Some(&key.kid)).await;
+        Ok(tenant)
+    }
+
+    /// Disables a tenant; `NotFound` when it never existed.
+    pub async fn disable_tenant(&self, id: &TenantId, actor: &str) -> Result<(), KeyError> {
+        let audit = NewAuditEvent {
+            tenant_id: Some(id.clone()),
+            kind: "tenant.disabled",
+            actor: actor.to_owned(),
+            details: serde_json::json!({}),
+        };
+        self.store
+            .disable_tenant(id, &audit, clock::now())
+            .await?
+            .ok_or(KeyError::NotFound)?;
+        self.announce("tenant.disabled", id, None).await;
+        Ok(())
+    }
+
+    async fn lock(
+        &self,
+        tenant: &TenantId,
+        wait: Duration,
+    ) -> Result<keysilo_coord::LockGuard, KeyError> {
+        Ok(self
+            .coord
+            .acquire_lock(
+                TENANT_KEYS_LOCK,
+                tenant.as_str(),
+                seconds(self.settings.keys.lock_ttl_seconds),
+                wait,
+            )
+            .await?)
+    }
+
+    async fn commit(
+        &self,
+        guard: &keysilo_coord::LockGuard,
+        tenant: &TenantId,
+        change: &KeyChange,
+        audit: &NewAuditEvent,
+        now: SystemTime,
+    ) -> Result<(), KeyError> {
+        if guard.is_lost() {
+            return Err(KeyError::LockLost);
+        }
+        match self
+            .store
+            .apply_key_change(guard.fence(), tenant, change, audit, now)
+            .await
+        {
+            Err(StoreError::StaleFence) => Err(KeyError::LockLost),
+            other => Ok(other?),
+        }
+    }
+
+    /// Emergency rotation: a fresh key signs at once; the active key retires
+    /// and stays published for its grace period.
+    pub async fn rotate_now(&self, id: &TenantId, actor: &str) -> Result<Rotation, KeyError> {
+        self.enabled_tenant(id).await?;
+        let (key, row) = self.generate(id).await?;
+        let guard = self
+            .lock(id, seconds(self.settings.keys.lock_wait_seconds))
+            .await?;
+        let tenant = self.enabled_tenant(id).await?;
+        let retired = active_kid(&self.store.keys(id).await?);
+        let now = clock::now();
+        let change = KeyChange::ActivateNew {
+            key: row,
+            publish_until: self.publish_until(&tenant, now),
+        };
+        let audit = NewAuditEvent {
+            tenant_id: Some(id.clone()),
+            kind: "key.rotated",
+            actor: actor.to_owned(),
+            details: serde_json::json!({
+                "trigger": "manual",
+                "kid": key.kid,
+                "retired_kid": retired,
+                "fence": guard.fence().value(),
+            }),
+        };
+        self.commit(&guard, id, &change, &audit, now).await?;
+        guard.release().await?;
+        self.announce("key.rotated", id, Some(&key.kid)).await;
+        Ok(Rotation {
+            active: Some(key.kid),
+            retired,
+        })
+    }
+
+    /// Revokes `kid`; if it was active, the `next` key or a fresh one takes
+    /// over before this returns. Revoking a revoked key changes nothing.
+    pub async fn revoke(
+        &self,
+        id: &TenantId,
+        kid: &Kid,
+        actor: &str,
+    ) -> Result<Rotation, KeyError> {
+        self.enabled_tenant(id).await?;
+        let guard = self
+            .lock(id, seconds(self.settings.keys.lock_wait_seconds))
+            .await?;
+        let keys = self.store.keys(id).await?;
+        let target = keys
+            .iter()
+            .find(|k| &k.kid == kid)
+            .ok_or(KeyError::NotFound)?;
+        if target.status == KeyStatus::Revoked {
+            guard.release().await?;
+            return Ok(Rotation {
+                active: active_kid(&keys),
+                retired: None,
+            });
+        }
+        let has_next = keys.iter().any(|k| k.status == KeyStatus::Next);
+        let was_active = target.status == KeyStatus::Active;
+        let replacement = if was_active && !has_next {
+            Some(self.generate(id).await?.1)
+        } else {
+            None
+        };
+        let new_active = replacement.as_ref().map(|r| r.kid.clone()).or_else(|| {
+            if was_active {
+                keys.iter()
+                    .find(|k| k.status == KeyStatus::Next)
+                    .map(|k| k.kid.clone())
+            } else {
+                active_kid(&keys)
+            }
+        });
+        let now = clock::now();
+        let change = KeyChange::Revoke {
+            kid: kid.clone(),
+            replacement,
+        };
+        let audit = NewAuditEvent {
+            tenant_id: Some(id.clone()),
+            kind: "key.revoked",
+            actor: actor.to_owned(),
+            details: serde_json::json!({
+                "kid": kid,
+                "was": target.status.as_str(),
+                "active_kid": new_active,
+                "fence": guard.fence().value(),
+            }),
+        };
+        self.commit(&guard, id, &change, &audit, now).await?;
+        guard.release().await?;
+        self.announce("key.revoked", id, Some(kid)).await;
+        Ok(Rotation {
+            active: new_active,
+            retired: Some(kid.clone()),
+        })
+    }
+
+    /// One pass of scheduled rotation over every tenant with a step due.
+    /// Runs on every replica; the lock and a re-check under it make each
+    /// step happen once.
+    pub async fn run_due_rotations(&self) -> Result<usize, KeyError> {
+        let keys = &self.settings.keys;
+        let now = clock::now();
+        let stage_before = now
+            .checked_sub(seconds(
+                keys.rotation_period_seconds
+                    .saturating_sub(keys.publish_ahead_seconds),
+            ))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let due = self.store.due_rotations(now, stage_before).await?;
+        let mut done = 0;
+        for (tenant, step) in due {
+            match self.scheduled_step(&tenant, step).await {
+                Ok(true) => done += 1,
+                Ok(false) => {}
+                Err(KeyError::Coord(CoordError::LockBusy { .. })) => {}
+                Err(err) => {
+                    tracing::warn!(tenant = %tenant, error = %err, "scheduled rotation failed");
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    async fn scheduled_step(&self, id: &TenantId, step: DueRotation) -> Result<bool, KeyError> {
+        // Another replica may be on it already: do not wait.
+        let guard = self.lock(id, Duration::ZERO).await?;
+        let tenant = self.enabled_tenant(id).await?;
+        let keys = self.store.keys(id).await?;
+        let now = clock::now();
+        let settings = &self.settings.keys;
+        let next = keys.iter().find(|k| k.status == KeyStatus::Next);
+        let active = keys.iter().find(|k| k.status == KeyStatus::Active);
+        let (change, kind, details) = match step {
+            DueRotation::StageNext => {
+                let old_enough = active.and_then(|a| a.activated_at).is_some_and(|at| {
+                    at + seconds(
+                        settings
+                            .rotation_period_seconds
+                            .saturating_sub(settings.publish_ahead_seconds),
+                    ) <= now
+                });
+                if next.is_some() || !old_enough {
+                    guard.release().await?;
+                    return Ok(false);
+                }
+                let (key, row) = self.generate(id).await?;
+                let activate_after = now + seconds(settings.publish_ahead_seconds);
+                (
+                    KeyChange::StageNext {
+                        key: row,
+                        activate_after,
+                    },
+                    "key.staged",
+                    serde_json::json!({
+                        "trigger": "scheduled",
+                        "kid": key.kid,
+                        "activate_after": clock::rfc3339(activate_after),
+                    }),
+                )
+            }
+            DueRotation::PromoteNext => {
+                let Some(next) = next.filter(|n| n.activate_after.is_some_and(|at| at <= now))
+                else {
+                    guard.release().await?;
+                    return Ok(false);
+                };
+                (
+                    KeyChange::PromoteNext {
+                        publish_until: self.publish_until(&tenant, now),
+                    },
+                    "key.rotated",
+                    serde_json::json!({
+                        "trigger": "scheduled",
+                        "kid": next.kid,
+                        "retired_kid": active.map(|a| &a.kid),
+                    }),
+                )
+            }
+        };
+        let audit = NewAuditEvent {
+            tenant_id: Some(id.clone()),
+            kind,
+            actor: "scheduler".to_owned(),
+            details,
+        };
+        self.commit(&guard, id, &change, &audit, now).await?;
+        guard.release().await?;
+        self.announce(kind, id, None).await;
+        Ok(true)
+    }
+
+    /// Re-wraps every key not under the current master key version, in
+    /// batches. Safe to run on several replicas at once: each row changes
+    /// only if it is still under the version it was read with.
+    pub async fn rewrap_all(&self, actor: &str) -> Result<RewrapReport, KeyError> {
+        let version = self.ring.current_version();
+        let mut rewrapped = 0;
+        loop {
+            let batch = self.store.keys_to_rewrap(version, REWRAP_BATCH).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let ring = self.ring.clone();
+            let pairs = tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|old| {
+                        let new = ring.rewrap(&old.tenant_id, &old.kid, &wrapped_of(&old))?;
+                        let row = NewKey {
+                            kid: old.kid.clone(),
+                            modulus_b64: old.modulus_b64.clone(),
+                            exponent_b64: old.exponent_b64.clone(),
+                            wrapped: new.ciphertext,
+                            nonce: new.nonce,
+                            master_key_version: new.master_key_version,
+                        };
+                        Ok((old, row))
+                    })
+                    .collect::<Result<Vec<_>, CustodyError>>()
+            })
+            .await??;
+            let audit = NewAuditEvent {
+                tenant_id: None,
+                kind: "master_key.rewrapped",
+                actor: actor.to_owned(),
+                details: serde_json::json!({ "version": version, "keys": pairs.len() }),
+            };
+            rewrapped += self
+                .store
+                .store_rewrapped(&pairs, &audit, clock::now())
+                .await?;
+        }
+        Ok(RewrapReport { version, rewrapped })
+    }
+}
+
+/// The wrapped material of a stored key, as custody expects it.
+pub fn wrapped_of(key: &StoredKey) -> keysilo_custody::WrappedKey {
+    keysilo_custody::WrappedKey {
+        ciphertext: key.wrapped.clone(),
+        nonce: key.nonce,
+        master_key_version: key.master_key_version,
+    }
+}
+
+fn active_kid(keys: &[StoredKey]) -> Option<Kid> {
+    keys.iter()
+        .find(|k| k.status == KeyStatus::Active)
+        .map(|k| k.kid.clone())
+}
