@@ -204,3 +204,49 @@ async fn a_start_up_with_secrets_at_debug_level_logs_none_of_them_and_stops_on_s
             .unwrap_or_else(|err| panic!("not a JSON log line ({err}): {line}"));
     }
 }
+
+#[tokio::test]
+async fn the_cli_reports_master_key_status_and_rewraps() {
+    let database = create_database().await;
+    let app = crate::helpers::spawn_app_with(TestConfig::new(&database), database.clone()).await;
+    app.create_tenant("acme").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keysilo.toml");
+    let toml = TestConfig::new(&database).toml.replace(
+        "[[custody.master_keys]]",
+        "[custody]\ncurrent_master_key_version = 2\n\n[[custody.master_keys]]\nversion = 2\nkey = \"${secret:master-key-v2}\"\n\n[[custody.master_keys]]",
+    );
+    write(&config, &toml, 0o600);
+    let password = db_password();
+    let env = [
+        ("KEYSILO_SECRET_ADMIN_API_KEY", ADMIN_KEY),
+        ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY_V1),
+        (
+            "KEYSILO_SECRET_MASTER_KEY_V2",
+            crate::helpers::MASTER_KEY_V2,
+        ),
+        ("KEYSILO_SECRET_DATABASE_PASSWORD", password.as_str()),
+    ];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let output = identity(&all, &env).output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+
+    let before = run(&["master-key", "status"]);
+    let report = run(&["master-key", "rewrap"]);
+    let after = run(&["master-key", "status"]);
+
+    assert_eq!(before["current_version"], 2);
+    assert_eq!(
+        before["keys_per_version"],
+        serde_json::json!([{ "version": 1, "keys": 1 }])
+    );
+    assert_eq!(report, serde_json::json!({ "version": 2, "rewrapped": 1 }));
+    assert_eq!(
+        after["keys_per_version"],
+        serde_json::json!([{ "version": 2, "keys": 1 }])
+    );
+}

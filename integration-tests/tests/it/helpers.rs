@@ -301,3 +301,75 @@ pub fn identity_binary() -> PathBuf {
     );
     path
 }
+
+/// A `keysilo-identity serve` process of its own (killed when dropped).
+pub struct IdentityProcess {
+    pub child: std::process::Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl IdentityProcess {
+    /// Starts the binary with `config` and waits until it is ready.
+    pub async fn start(config: &TestConfig) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keysilo.toml");
+        std::fs::write(&file, &config.toml).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = free_port();
+        let mut command = std::process::Command::new(identity_binary());
+        command
+            .args(["--config", file.to_str().unwrap(), "serve"])
+            .env_clear()
+            .envs(&config.env)
+            .env("KEYSILO_SERVER__PORT", port.to_string())
+            .env("KEYSILO_TELEMETRY__LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // Built before waiting, so that Drop kills the process if it never
+        // becomes ready.
+        let process = Self {
+            child: command.spawn().unwrap(),
+            address: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            let ready = client
+                .get(format!("{}/readyz", process.address))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return process;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let address = &process.address;
+        panic!("keysilo-identity did not become ready on {address}");
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}/admin/v1{path}", self.address))
+            .bearer_auth(ADMIN_KEY)
+    }
+}
+
+impl Drop for IdentityProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Redis connection to the stack, for looking at what the service left.
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{}", redis_port()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}

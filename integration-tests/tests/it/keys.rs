@@ -366,3 +366,30 @@ async fn a_scheduled_rotation_publishes_the_next_key_before_it_signs() {
         "{scheduled:?}"
     );
 }
+
+#[tokio::test]
+async fn a_retired_key_leaves_the_jwks_when_its_grace_period_ends() {
+    let database = create_database().await;
+    let config = TestConfig::new(&database).set("KEYSILO_KEYS__CLOCK_SKEW_SECONDS", "1");
+    let app = spawn_app_with(config, database).await;
+    let created = app
+        .admin_post(
+            "/tenants",
+            json!({ "id": "brief", "display_name": "Brief", "token_ttl_seconds": 5 }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let old = app.keys("brief").await[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let new = app.rotate("brief").await;
+
+    let kids = app.jwks_kids("brief").await;
+    assert!(kids.contains(&old) && kids.contains(&new));
+    // Grace = token lifetime (5 s) + skew (1 s).
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let kids = app.jwks_kids("brief").await;
+    assert_eq!(kids, [new]);
+}

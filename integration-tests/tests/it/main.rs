@@ -13,7 +13,9 @@
 mod helpers;
 
 mod binary;
+mod events;
 mod health;
 mod keys;
 mod readiness;
+mod rotation;
 mod tenants;

@@ -144,15 +144,20 @@ impl KeyService {
     }
 
     async fn announce(&self, kind: &str, tenant: &TenantId, kid: Option<&Kid>) {
-        let event = Event {
+        self.publish(Event {
             kind: kind.to_owned(),
             tenant: Some(tenant.clone()),
             kid: kid.cloned(),
-        };
+        })
+        .await;
+    }
+
+    async fn publish(&self, event: Event) {
+        let (kind, tenant) = (event.kind.clone(), event.tenant.clone());
         // The change is committed; replicas that miss the event still drop
         // their cached entry when it expires.
         if let Err(err) = self.coord.publish(&event).await {
-            tracing::warn!(error = %err, kind, tenant = %tenant, "could not publish event");
+            tracing::warn!(error = %err, kind, tenant = ?tenant, "could not publish event");
         }
     }
 
@@ -474,6 +479,14 @@ impl KeyService {
                 .store
                 .store_rewrapped(&pairs, &audit, clock::now())
                 .await?;
+        }
+        if rewrapped > 0 {
+            self.publish(Event {
+                kind: "master_key.rewrapped".to_owned(),
+                tenant: None,
+                kid: None,
+            })
+            .await;
         }
         Ok(RewrapReport { version, rewrapped })
     }
