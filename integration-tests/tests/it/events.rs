@@ -11,13 +11,7 @@ use crate::helpers::{ADMIN_KEY, MASTER_KEY_V2, TestConfig, create_database, spaw
 #[tokio::test]
 async fn every_audited_change_is_published_on_redis_without_secrets() {
     let database = create_database().await;
-    let config = TestConfig::new(&database)
-        .set("KEYSILO_SECRET_MASTER_KEY_V2", MASTER_KEY_V2)
-        .set("KEYSILO_CUSTODY__CURRENT_MASTER_KEY_VERSION", "1")
-        .set(
-            "KEYSILO_CUSTODY__MASTER_KEYS",
-            r#"[{version = 1, key = "${secret:master-key-v1}"}, {version = 2, key = "${secret:master-key-v2}"}]"#,
-        );
+    let config = TestConfig::new(&database).with_both_master_keys(1);
     let app = spawn_app_with(config, database.clone()).await;
     let events = app.state.coord.subscribe().await.unwrap();
     let mut events = std::pin::pin!(events);
@@ -27,13 +21,7 @@ async fn every_audited_change_is_published_on_redis_without_secrets() {
     app.admin_post(&format!("/tenants/acme/keys/{kid}/revoke"), json!({}))
         .await;
     let v2 = spawn_app_with(
-        TestConfig::new(&database)
-            .set("KEYSILO_SECRET_MASTER_KEY_V2", MASTER_KEY_V2)
-            .set("KEYSILO_CUSTODY__CURRENT_MASTER_KEY_VERSION", "2")
-            .set(
-                "KEYSILO_CUSTODY__MASTER_KEYS",
-                r#"[{version = 1, key = "${secret:master-key-v1}"}, {version = 2, key = "${secret:master-key-v2}"}]"#,
-            ),
+        TestConfig::new(&database).with_both_master_keys(2),
         database,
     )
     .await;

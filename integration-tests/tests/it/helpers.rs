@@ -148,6 +148,16 @@ impl TestConfig {
         Self { toml, env }
     }
 
+    /// Master key versions 1 and 2 configured, `current` wrapping new keys.
+    pub fn with_both_master_keys(self, current: u32) -> Self {
+        self.set("KEYSILO_SECRET_MASTER_KEY_V2", MASTER_KEY_V2)
+            .set("KEYSILO_CUSTODY__CURRENT_MASTER_KEY_VERSION", current.to_string())
+            .set(
+                "KEYSILO_CUSTODY__MASTER_KEYS",
+                r#"[{version = 1, key = "${secret:master-key-v1}"}, {version = 2, key = "${secret:master-key-v2}"}]"#,
+            )
+    }
+
     /// Overrides one setting the way an operator would, through the
     /// environment (`KEYSILO_SECTION__KEY`).
     pub fn set(mut self, variable: &str, value: impl Into<String>) -> Self {
@@ -206,6 +216,23 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
         response.json().await.unwrap()
+    }
+
+    /// The types of the tenant's audit events, newest first.
+    pub async fn audit_types(&self, tenant: &str) -> Vec<String> {
+        self.audit(tenant)
+            .await
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The tenant's audit events, newest first.
+    pub async fn audit(&self, tenant: &str) -> Vec<serde_json::Value> {
+        let response = self.admin_get(&format!("/tenants/{tenant}/audit")).await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["events"].as_array().unwrap().clone()
     }
 
     /// The tenant's keys as the admin API lists them.

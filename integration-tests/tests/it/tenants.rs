@@ -123,18 +123,7 @@ async fn a_disabled_tenant_disappears_from_public_routes_but_not_from_the_admin_
         .await
         .unwrap();
     assert_eq!(again.status(), 204);
-    let audit: serde_json::Value = app
-        .admin_get("/tenants/acme/audit")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let types: Vec<&str> = audit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let types = app.audit_types("acme").await;
     assert_eq!(
         types,
         ["tenant.disabled", "tenant.created"],
