@@ -1,0 +1,368 @@
+//! Keysilo access tokens: RFC 9068 JWTs signed RS256 with a tenant's key.
+//!
+//! [`mint`] signs [`AccessTokenClaims`] with a [`SigningKey`];
+//! [`verify`] accepts a token only when everything holds (RS256, `typ`
+//! `at+jwt`, a known `kid`, a valid signature, the expected issuer and
+//! audience, time claims within the skew) and returns a
+//! [`VerifiedAccessToken`], which nothing else can construct.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use keysilo_custody::{SigningKey, generate_rsa_key};
+//! use keysilo_tokens::{AccessTokenClaims, Expectations, KeySet, mint, verify};
+//! use keysilo_types::TenantId;
+//!
+//! let key = generate_rsa_key().unwrap();
+//! let signing = SigningKey::new(key.kid.clone(), &key.private).unwrap();
+//! let claims = AccessTokenClaims {
+//!     issuer: "https://id.example/acme".into(),
+//!     subject: "svc".into(),
+//!     audience: vec!["api".into()],
+//!     client_id: "svc".into(),
+//!     scope: "read".into(),
+//!     tenant: TenantId::parse("acme").unwrap(),
+//!     jti: "j1".into(),
+//!     issued_at: 1_000,
+//!     expires_at: 1_900,
+//!     allowed_origins: vec![],
+//!     roles: vec![],
+//! };
+//! let token = mint(&claims, &signing).unwrap();
+//! let keys = KeySet::from_jwks(&[key.public.to_jwk(&key.kid)]).unwrap();
+//! let expect = Expectations { issuer: &claims.issuer, audience: Some("api"), now: 1_100, skew: 60 };
+//! assert_eq!(verify(&token, &keys, &expect).unwrap().claims(), &claims);
+//! ```
+//!
+//! No IO, no clock: `now` is an argument.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use josekit::jws::alg::rsassa::RsassaJwsVerifier;
+use josekit::jws::{JwsHeader, RS256};
+use josekit::jwt::JwtPayload;
+use keysilo_custody::SigningKey;
+use keysilo_types::{Kid, TenantId};
+use serde_json::Value;
+
+/// Longest token accepted for verification, in bytes.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Why a token was refused or could not be made. The variants name the
+/// reason for logs and metrics; callers answer all of them the same way.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not a compact JWS, too long, or its JSON is not an object.
+    #[error("malformed token")]
+    Malformed,
+    /// `alg` is not RS256 (`none`, HMAC and everything else are refused).
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm,
+    /// `typ` is not `at+jwt`.
+    #[error("not an access token")]
+    WrongType,
+    /// `kid` is missing or not a current key.
+    #[error("unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// A required claim is missing or has the wrong type.
+    #[error("missing or invalid claim `{0}`")]
+    InvalidClaim(&'static str),
+    /// `iss` is not the expected issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not contain the expected audience.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// `exp` has passed (beyond the skew).
+    #[error("expired")]
+    Expired,
+    /// `nbf` or `iat` lies in the future (beyond the skew).
+    #[error("not yet valid")]
+    NotYetValid,
+    /// Signing failed.
+    #[error("cannot sign the token")]
+    Signing,
+}
+
+/// The claims of a Keysilo access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessTokenClaims {
+    /// `iss`: `{public_base_url}/{tenant}`.
+    pub issuer: String,
+    /// `sub`: the user id, or the client id for `client_credentials`.
+    pub subject: String,
+    /// `aud`.
+    pub audience: Vec<String>,
+    /// `client_id`.
+    pub client_id: String,
+    /// `scope`, space-separated.
+    pub scope: String,
+    /// `tid`.
+    pub tenant: TenantId,
+    /// `jti`.
+    pub jti: String,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: u64,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+    /// `allowed_origins`, omitted when empty.
+    pub allowed_origins: Vec<String>,
+    /// `roles`, omitted when empty.
+    pub roles: Vec<String>,
+}
+
+fn strings(values: &[String]) -> Value {
+    Value::Array(values.iter().cloned().map(Value::String).collect())
+}
+
+/// Signs `claims` as an RFC 9068 access token with `key`. NumericDates are
+/// written as integers, as strict verifiers require.
+pub fn mint(claims: &AccessTokenClaims, key: &SigningKey) -> Result<String, TokenError> {
+    let mut header = JwsHeader::new();
+    header.set_token_type("at+jwt");
+    header.set_key_id(key.kid().as_str());
+    let mut map = serde_json::Map::new();
+    map.insert("iss".into(), claims.issuer.clone().into());
+    map.insert("sub".into(), claims.subject.clone().into());
+    map.insert(
+        "aud".into(),
+        match claims.audience.as_slice() {
+            [one] => one.clone().into(),
+            many => strings(many),
+        },
+    );
+    map.insert("exp".into(), claims.expires_at.into());
+    map.insert("iat".into(), claims.issued_at.into());
+    map.insert("jti".into(), claims.jti.clone().into());
+    map.insert("client_id".into(), claims.client_id.clone().into());
+    map.insert("scope".into(), claims.scope.clone().into());
+    map.insert("tid".into(), claims.tenant.as_str().into());
+    if !claims.allowed_origins.is_empty() {
+        map.insert("allowed_origins".into(), strings(&claims.allowed_origins));
+    }
+    if !claims.roles.is_empty() {
+        map.insert("roles".into(), strings(&claims.roles));
+    }
+    let payload = JwtPayload::from_map(map).map_err(|_| TokenError::Signing)?;
+    josekit::jwt::encode_with_signer(&payload, &header, key.signer())
+        .map_err(|_| TokenError::Signing)
+}
+
+/// The verification keys of one issuer, by `kid`.
+#[derive(Default)]
+pub struct KeySet(HashMap<Kid, RsassaJwsVerifier>);
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl KeySet {
+    /// Builds verifiers from RSA JWKs (members `kid`, `n`, `e`); keys that
+    /// are not RS256 signing keys are skipped.
+    pub fn from_jwks(jwks: &[Value]) -> Result<Self, TokenError> {
+        let mut keys = HashMap::new();
+        for jwk in jwks {
+            let Some(Value::String(kid)) = jwk.get("kid") else {
+                continue;
+            };
+            let usable = jwk.get("kty") == Some(&Value::from("RSA"))
+                && jwk.get("alg").is_none_or(|alg| alg == "RS256")
+                && jwk.get("use").is_none_or(|u| u == "sig");
+            let Ok(kid) = Kid::parse(kid) else { continue };
+            if !usable {
+                continue;
+            }
+            let Value::Object(map) = jwk.clone() else {
+                continue;
+            };
+            let jwk = josekit::jwk::Jwk::from_map(map).map_err(|_| TokenError::Malformed)?;
+            let verifier = RS256
+                .verifier_from_jwk(&jwk)
+                .map_err(|_| TokenError::Malformed)?;
+            keys.insert(kid, verifier);
+        }
+        Ok(Self(keys))
+    }
+
+    /// Whether `kid` is in the set.
+    pub fn contains(&self, kid: &Kid) -> bool {
+        self.0.contains_key(kid)
+    }
+
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What a token must match.
+#[derive(Debug, Clone, Copy)]
+pub struct Expectations<'a> {
+    /// The exact `iss`.
+    pub issuer: &'a str,
+    /// A value `aud` must contain, if any is required.
+    pub audience: Option<&'a str>,
+    /// Seconds since the epoch.
+    pub now: u64,
+    /// Allowed clock skew in seconds.
+    pub skew: u64,
+}
+
+/// A token that passed [`verify`]. Only [`verify`] builds one.
+#[derive(Debug, Clone)]
+pub struct VerifiedAccessToken {
+    claims: AccessTokenClaims,
+    kid: Kid,
+}
+
+impl VerifiedAccessToken {
+    /// The verified claims.
+    pub fn claims(&self) -> &AccessTokenClaims {
+        &self.claims
+    }
+
+    /// The key that signed it.
+    pub fn kid(&self) -> &Kid {
+        &self.kid
+    }
+}
+
+/// The header's `kid` without verifying anything (to pick a key set or
+/// decide on a refetch); `None` if the token is not a JWS with one.
+pub fn peek_kid(token: &str) -> Option<Kid> {
+    let header = josekit::jwt::decode_header(token).ok()?;
+    header
+        .claim("kid")
+        .and_then(Value::as_str)
+        .and_then(|kid| Kid::parse(kid).ok())
+}
+
+/// Verifies `token` against `keys` and `expect`.
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    expect: &Expectations<'_>,
+) -> Result<VerifiedAccessToken, TokenError> {
+    if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
+        return Err(TokenError::Malformed);
+    }
+    let header = josekit::jwt::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.claim("alg").and_then(Value::as_str) != Some("RS256") {
+        return Err(TokenError::UnsupportedAlgorithm);
+    }
+    let typ = header.claim("typ").and_then(Value::as_str).unwrap_or("");
+    if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
+        return Err(TokenError::WrongType);
+    }
+    let kid = header
+        .claim("kid")
+        .and_then(Value::as_str)
+        .and_then(|kid| Kid::parse(kid).ok())
+        .ok_or(TokenError::UnknownKey)?;
+    let verifier = keys.0.get(&kid).ok_or(TokenError::UnknownKey)?;
+    // Verify the JWS itself, then read the claims ourselves, so that a
+    // signature failure and a claim failure stay distinct.
+    let (payload, _) =
+        josekit::jws::deserialize_compact(token, verifier).map_err(|_| TokenError::BadSignature)?;
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&payload) else {
+        return Err(TokenError::Malformed);
+    };
+    let claims = check_claims(&map, expect)?;
+    Ok(VerifiedAccessToken { claims, kid })
+}
+
+fn text(claims: &serde_json::Map<String, Value>, name: &'static str) -> Result<String, TokenError> {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or(TokenError::InvalidClaim(name))
+}
+
+fn seconds(
+    claims: &serde_json::Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .map(Some)
+            .ok_or(TokenError::InvalidClaim(name)),
+    }
+}
+
+fn text_list(
+    claims: &serde_json::Map<String, Value>,
+    name: &'static str,
+) -> Result<Vec<String>, TokenError> {
+    match claims.get(name) {
+        None => Ok(Vec::new()),
+        Some(Value::String(one)) => Ok(vec![one.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or(TokenError::InvalidClaim(name))
+            })
+            .collect(),
+        Some(_) => Err(TokenError::InvalidClaim(name)),
+    }
+}
+
+fn check_claims(
+    claims: &serde_json::Map<String, Value>,
+    expect: &Expectations<'_>,
+) -> Result<AccessTokenClaims, TokenError> {
+    let issuer = text(claims, "iss")?;
+    if issuer != expect.issuer {
+        return Err(TokenError::WrongIssuer);
+    }
+    let expires_at = seconds(claims, "exp")?.ok_or(TokenError::InvalidClaim("exp"))?;
+    let issued_at = seconds(claims, "iat")?.ok_or(TokenError::InvalidClaim("iat"))?;
+    if expires_at.saturating_add(expect.skew) <= expect.now {
+        return Err(TokenError::Expired);
+    }
+    let not_before = seconds(claims, "nbf")?.unwrap_or(issued_at).max(issued_at);
+    if not_before > expect.now.saturating_add(expect.skew) {
+        return Err(TokenError::NotYetValid);
+    }
+    let audience = text_list(claims, "aud")?;
+    if let Some(required) = expect.audience {
+        if !audience.iter().any(|a| a == required) {
+            return Err(TokenError::WrongAudience);
+        }
+    }
+    let tenant =
+        TenantId::parse(&text(claims, "tid")?).map_err(|_| TokenError::InvalidClaim("tid"))?;
+    Ok(AccessTokenClaims {
+        issuer,
+        subject: text(claims, "sub")?,
+        audience,
+        client_id: text(claims, "client_id")?,
+        scope: text(claims, "scope")?,
+        tenant,
+        jti: text(claims, "jti")?,
+        issued_at,
+        expires_at,
+        allowed_origins: text_list(claims, "allowed_origins")?,
+        roles: text_list(claims, "roles")?,
+    })
+}
