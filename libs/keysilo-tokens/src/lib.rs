@@ -345,10 +345,10 @@ fn check_claims(
         return Err(TokenError::NotYetValid);
     }
     let audience = text_list(claims, "aud")?;
-    if let Some(required) = expect.audience {
-        if !audience.iter().any(|a| a == required) {
-            return Err(TokenError::WrongAudience);
-        }
+    if let Some(required) = expect.audience
+        && !audience.iter().any(|a| a == required)
+    {
+        return Err(TokenError::WrongAudience);
     }
     let tenant =
         TenantId::parse(&text(claims, "tid")?).map_err(|_| TokenError::InvalidClaim("tid"))?;
