@@ -353,7 +353,9 @@ async fn a_scheduled_rotation_publishes_the_next_key_before_it_signs() {
 #[tokio::test]
 async fn a_retired_key_leaves_the_jwks_when_its_grace_period_ends() {
     let database = create_database().await;
-    let config = TestConfig::new(&database).set("KEYSILO_KEYS__CLOCK_SKEW_SECONDS", "1");
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_KEYS__CLOCK_SKEW_SECONDS", "1")
+        .set("KEYSILO_KEYS__CACHE_MAX_AGE_SECONDS", "1");
     let app = spawn_app_with(config, database).await;
     let created = app
         .admin_post(
@@ -371,8 +373,39 @@ async fn a_retired_key_leaves_the_jwks_when_its_grace_period_ends() {
 
     let kids = app.jwks_kids("brief").await;
     assert!(kids.contains(&old) && kids.contains(&new));
-    // Grace = token lifetime (5 s) + skew (1 s).
-    tokio::time::sleep(Duration::from_millis(6500)).await;
+    // Grace = token lifetime (5 s) + skew (1 s) + replica cache age (1 s).
+    tokio::time::sleep(Duration::from_millis(7500)).await;
     let kids = app.jwks_kids("brief").await;
     assert_eq!(kids, [new]);
+}
+
+#[tokio::test]
+async fn an_emergency_rotation_withdraws_a_staged_next_key() {
+    let database = create_database().await;
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_KEYS__ROTATION_PERIOD_SECONDS", "30")
+        .set("KEYSILO_KEYS__PUBLISH_AHEAD_SECONDS", "29")
+        .set("KEYSILO_KEYS__JWKS_MAX_AGE_SECONDS", "1")
+        .set("KEYSILO_KEYS__SCHEDULER_INTERVAL_SECONDS", "1");
+    let app = spawn_app_with(config, database).await;
+    app.create_tenant("acme").await;
+    let started = Instant::now();
+    let staged = loop {
+        let keys = app.keys("acme").await;
+        if let Some(next) = keys.iter().find(|k| k["status"] == "next") {
+            break next["kid"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no key was staged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let emergency = app.rotate("acme").await;
+
+    let keys = app.keys("acme").await;
+    assert_eq!(status_of(&keys, &emergency), "active");
+    assert_eq!(status_of(&keys, &staged), "revoked");
+    assert!(!app.jwks_kids("acme").await.contains(&staged));
 }

@@ -61,6 +61,14 @@ async fn a_new_tenant_has_its_issuer_and_one_active_key_in_its_jwks() {
         .await
         .unwrap();
     assert_eq!(revalidated.status(), 304);
+    let weak = app
+        .client
+        .get(format!("{}/acme/.well-known/jwks", app.address))
+        .header("If-None-Match", format!("\"other\", W/{etag}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(weak.status(), 304);
 }
 
 #[tokio::test]
@@ -175,6 +183,15 @@ async fn bad_tenant_requests_get_4xx_and_change_nothing() {
         let error: serde_json::Value = response.json().await.unwrap();
         assert!(error["error"].is_string(), "{body}: {error}");
     }
+    let typed = app
+        .admin_post(
+            "/tenants",
+            json!({ "id": "ok-id", "display_name": 918273645 }),
+        )
+        .await;
+    assert_eq!(typed.status(), 400);
+    let body = typed.text().await.unwrap();
+    assert!(!body.contains("918273645"), "the value was echoed: {body}");
     let huge = json!({ "id": "ok-id", "display_name": "x".repeat(100_000) });
     assert_eq!(app.admin_post("/tenants", huge).await.status(), 413);
     let not_json = app

@@ -152,6 +152,9 @@ pub struct KeySettings {
     pub lock_ttl_seconds: u64,
     /// Seconds an admin call waits for a busy rotation lock.
     pub lock_wait_seconds: u64,
+    /// Longest a replica serves its cached view of a tenant's keys without
+    /// reloading, should it miss an event; part of the retired-key grace.
+    pub cache_max_age_seconds: u64,
 }
 
 /// Log output format.
@@ -309,6 +312,7 @@ struct RawKeys {
     scheduler_interval_seconds: u64,
     lock_ttl_seconds: u64,
     lock_wait_seconds: u64,
+    cache_max_age_seconds: u64,
 }
 
 impl Default for RawKeys {
@@ -321,6 +325,7 @@ impl Default for RawKeys {
             scheduler_interval_seconds: 60,
             lock_ttl_seconds: 10,
             lock_wait_seconds: 10,
+            cache_max_age_seconds: 30,
         }
     }
 }
@@ -448,6 +453,12 @@ fn positive(key: &str, value: u64, problems: &mut Problems) {
     }
 }
 
+fn at_most(key: &str, value: u64, max: u64, problems: &mut Problems) {
+    if value > max {
+        problems.push(Problem::new(key, format!("must be at most {max}")));
+    }
+}
+
 /// Reads and checks every section, returning the settings only when no
 /// problem was found anywhere.
 pub(crate) fn build(
@@ -541,6 +552,14 @@ pub(crate) fn build(
     let keys = section::<RawKeys>(table, "keys", problems).map(|raw| {
         positive("keys.rotation_period_seconds", raw.rotation_period_seconds, problems);
         positive("keys.lock_ttl_seconds", raw.lock_ttl_seconds, problems);
+        const TEN_YEARS: u64 = 10 * 365 * 24 * 3600;
+        at_most("keys.rotation_period_seconds", raw.rotation_period_seconds, TEN_YEARS, problems);
+        at_most("keys.clock_skew_seconds", raw.clock_skew_seconds, 3600, problems);
+        at_most("keys.lock_ttl_seconds", raw.lock_ttl_seconds, 300, problems);
+        at_most("keys.lock_wait_seconds", raw.lock_wait_seconds, 300, problems);
+        positive("keys.cache_max_age_seconds", raw.cache_max_age_seconds, problems);
+        at_most("keys.cache_max_age_seconds", raw.cache_max_age_seconds, 300, problems);
+        at_most("keys.scheduler_interval_seconds", raw.scheduler_interval_seconds, 86_400, problems);
         if raw.publish_ahead_seconds >= raw.rotation_period_seconds {
             problems.push(Problem::new(
                 "keys.publish_ahead_seconds",
@@ -569,6 +588,7 @@ pub(crate) fn build(
             scheduler_interval_seconds: raw.scheduler_interval_seconds,
             lock_ttl_seconds: raw.lock_ttl_seconds,
             lock_wait_seconds: raw.lock_wait_seconds,
+            cache_max_age_seconds: raw.cache_max_age_seconds,
         }
     });
     let telemetry = section::<RawTelemetry>(table, "telemetry", problems).map(|raw| {
@@ -614,8 +634,11 @@ fn build_custody(
     let mut master_keys: Vec<MasterKeySetting> = Vec::new();
     for (index, entry) in raw.master_keys.iter().enumerate() {
         let key_name = format!("custody.master_keys[{index}]");
-        if entry.version == 0 {
-            problems.push(Problem::new(&key_name, "version must be at least 1"));
+        if entry.version == 0 || i32::try_from(entry.version).is_err() {
+            problems.push(Problem::new(
+                &key_name,
+                "version must be between 1 and 2147483647",
+            ));
         }
         if master_keys.iter().any(|k| k.version == entry.version) {
             problems.push(Problem::new(

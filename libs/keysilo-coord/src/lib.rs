@@ -51,10 +51,24 @@ pub enum CoordError {
 
 impl From<redis::RedisError> for CoordError {
     fn from(err: redis::RedisError) -> Self {
+        use redis::{ErrorKind, ServerErrorKind};
+        // Failover and start-up states are as transient as a dropped
+        // connection: answer "try again later".
+        let failing_over = matches!(
+            err.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+            )
+        );
         if err.is_io_error()
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_timeout()
+            || failing_over
         {
             Self::Unavailable(Box::new(err))
         } else {

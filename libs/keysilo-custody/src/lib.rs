@@ -52,8 +52,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use josekit::jws::JwsSigner as _;
 use josekit::jws::alg::rsassa::RsassaJwsSigner;
 use keysilo_types::{Kid, TenantId};
-use secrecy::{ExposeSecret as _, SecretBox};
-use zeroize::{ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize as _, ZeroizeOnDrop, Zeroizing};
 
 /// RSA modulus size of generated keys.
 pub const RSA_BITS: u32 = 2048;
@@ -93,10 +92,12 @@ pub enum CustodyError {
     Signer(#[source] josekit::JoseError),
 }
 
-/// One version of the master key: 32 bytes, zeroized on drop.
+/// One version of the master key, held only as its AES-256-GCM key schedule
+/// (zeroized on drop by the `aes-gcm` crate's `zeroize` feature), so the
+/// raw bytes are not copied again on every wrap and unwrap.
 pub struct MasterKey {
     version: u32,
-    key: SecretBox<[u8; 32]>,
+    cipher: Aes256Gcm,
 }
 
 impl fmt::Debug for MasterKey {
@@ -111,10 +112,12 @@ impl fmt::Debug for MasterKey {
 impl MasterKey {
     /// A master key from its raw bytes.
     pub fn from_bytes(version: u32, bytes: [u8; 32]) -> Self {
-        Self {
-            version,
-            key: SecretBox::new(Box::new(bytes)),
-        }
+        let mut key = Key::<Aes256Gcm>::from(bytes);
+        let cipher = Aes256Gcm::new(&key);
+        key.zeroize();
+        let mut bytes = bytes;
+        bytes.zeroize();
+        Self { version, cipher }
     }
 
     /// A master key from 32 bytes in standard base64 (as configured).
@@ -136,8 +139,8 @@ impl MasterKey {
         self.version
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(&Key::<Aes256Gcm>::from(*self.key.expose_secret()))
+    fn cipher(&self) -> &Aes256Gcm {
+        &self.cipher
     }
 }
 
@@ -292,9 +295,18 @@ impl MasterKeyRing {
     }
 }
 
-/// A plaintext RSA private key (PKCS#8 DER), zeroized on drop.
-#[derive(Clone, PartialEq, Eq, ZeroizeOnDrop)]
+/// A plaintext RSA private key (PKCS#8 DER), zeroized on drop. Not
+/// `Clone`, so that copies are deliberate; equality is constant-time.
+#[derive(ZeroizeOnDrop)]
 pub struct PrivateKeyDer(Zeroizing<Vec<u8>>);
+
+impl PartialEq for PrivateKeyDer {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len() && openssl::memcmp::eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PrivateKeyDer {}
 
 impl fmt::Debug for PrivateKeyDer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -78,7 +78,8 @@ pub struct StoredKey {
 #[derive(Debug, Clone)]
 pub enum KeyChange {
     /// Emergency rotation: the active key retires (published until
-    /// `publish_until`) and `key` signs at once.
+    /// `publish_until`) and `key` signs at once. A staged `next` key, made
+    /// before the emergency, is withdrawn so that it cannot take over later.
     ActivateNew {
         /// The new active key.
         key: NewKey,
@@ -97,8 +98,9 @@ pub enum KeyChange {
         /// End of the retired key's grace period.
         publish_until: SystemTime,
     },
-    /// Revocation of `kid`. If it was active, the `next` key takes over, or
-    /// `replacement` when there is none.
+    /// Revocation of `kid`. If it is active, the `next` key takes over, or
+    /// `replacement` when there is none; without one the change fails with
+    /// [`StoreError::Precondition`] and nothing is written.
     Revoke {
         /// The key to revoke.
         kid: Kid,
@@ -106,6 +108,15 @@ pub enum KeyChange {
         /// key exists.
         replacement: Option<NewKey>,
     },
+}
+
+/// What a key change left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOutcome {
+    /// The key that signs after the change.
+    pub active: Option<Kid>,
+    /// A staged `next` key the change withdrew (emergency rotation).
+    pub withdrawn_next: Option<Kid>,
 }
 
 /// An audit event to record alongside a change.
@@ -254,6 +265,21 @@ async fn retire_active(
         .await?)
 }
 
+async fn revoke_key(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: &TenantId,
+    kid: &Kid,
+    now: SystemTime,
+) -> Result<u64, StoreError> {
+    Ok(tx
+        .execute(
+            "UPDATE signing_keys SET status = 'revoked', revoked_at = $3 \
+             WHERE tenant_id = $1 AND kid = $2 AND status <> 'revoked'",
+            &[&tenant.as_str(), &kid.as_str(), &now],
+        )
+        .await?)
+}
+
 async fn promote_next(
     tx: &tokio_postgres::Transaction<'_>,
     tenant: &TenantId,
@@ -366,7 +392,9 @@ impl Store {
     }
 
     /// Applies `change` to the tenant's keys and records `audit`, in one
-    /// transaction that commits only if `fence` is the newest seen.
+    /// transaction that commits only if `fence` is the newest seen. The
+    /// decision is made on rows read inside that transaction, after the
+    /// fence check, so it never rests on what a previous holder changed.
     pub async fn apply_key_change(
         &self,
         fence: Fence,
@@ -374,7 +402,7 @@ impl Store {
         change: &KeyChange,
         audit: &NewAuditEvent,
         now: SystemTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<KeyOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let lock_name = format!("{}:{}", fence.lock(), tenant);
@@ -389,15 +417,43 @@ impl Store {
         if fresh == 0 {
             return Err(StoreError::StaleFence);
         }
-        match change {
+        let rows = tx
+            .query(
+                "SELECT kid, status FROM signing_keys WHERE tenant_id = $1 \
+                 AND status IN ('next', 'active') FOR UPDATE",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        let mut current_next = None;
+        let mut current_active = None;
+        for row in &rows {
+            let kid: String = row.try_get(0)?;
+            let kid = Kid::parse(&kid).map_err(|_| corrupt("kid"))?;
+            let status: String = row.try_get(1)?;
+            if status == KeyStatus::Next.as_str() {
+                current_next = Some(kid);
+            } else {
+                current_active = Some(kid);
+            }
+        }
+        let mut withdrawn_next = None;
+        let active = match change {
             KeyChange::ActivateNew { key, publish_until } => {
+                if let Some(next) = &current_next {
+                    revoke_key(&tx, tenant, next, now).await?;
+                    withdrawn_next = Some(next.clone());
+                }
                 retire_active(&tx, tenant, *publish_until, now).await?;
                 insert_key(&tx, tenant, key, KeyStatus::Active, None, now).await?;
+                Some(key.kid.clone())
             }
             KeyChange::StageNext {
                 key,
                 activate_after,
             } => {
+                if current_next.is_some() {
+                    return Err(StoreError::Precondition("a next key is already staged"));
+                }
                 insert_key(
                     &tx,
                     tenant,
@@ -407,41 +463,46 @@ impl Store {
                     now,
                 )
                 .await?;
+                current_active
             }
             KeyChange::PromoteNext { publish_until } => {
+                let next =
+                    current_next.ok_or(StoreError::Precondition("no next key to promote"))?;
                 retire_active(&tx, tenant, *publish_until, now).await?;
-                if promote_next(&tx, tenant, now).await? != 1 {
-                    return Err(StoreError::Precondition("no next key to promote"));
-                }
+                promote_next(&tx, tenant, now).await?;
+                Some(next)
             }
             KeyChange::Revoke { kid, replacement } => {
-                let previous = tx
+                let exists = tx
                     .query_opt(
-                        "SELECT status FROM signing_keys WHERE tenant_id = $1 AND kid = $2 FOR UPDATE",
+                        "SELECT 1 FROM signing_keys WHERE tenant_id = $1 AND kid = $2",
                         &[&tenant.as_str(), &kid.as_str()],
                     )
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
-                let previous: String = previous.try_get(0)?;
-                tx.execute(
-                    "UPDATE signing_keys SET status = 'revoked', revoked_at = $3 \
-                     WHERE tenant_id = $1 AND kid = $2",
-                    &[&tenant.as_str(), &kid.as_str(), &now],
-                )
-                .await?;
-                if previous == KeyStatus::Active.as_str()
-                    && promote_next(&tx, tenant, now).await? == 0
-                {
+                    .await?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                revoke_key(&tx, tenant, kid, now).await?;
+                if current_active.as_ref() != Some(kid) {
+                    current_active
+                } else if let Some(next) = current_next {
+                    promote_next(&tx, tenant, now).await?;
+                    Some(next)
+                } else {
                     let key = replacement
                         .as_ref()
                         .ok_or(StoreError::Precondition("a replacement key is needed"))?;
                     insert_key(&tx, tenant, key, KeyStatus::Active, None, now).await?;
+                    Some(key.kid.clone())
                 }
             }
-        }
+        };
         insert_audit(&tx, audit, now).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(KeyOutcome {
+            active,
+            withdrawn_next,
+        })
     }
 
     /// Tenants with a rotation step due at `now`.
@@ -478,7 +539,9 @@ impl Store {
             .collect()
     }
 
-    /// Up to `limit` keys not wrapped under `current_version`.
+    /// Up to `limit` keys wrapped under a version older than
+    /// `current_version` (never newer ones: during a rolling configuration
+    /// change, replicas still on an older current version leave them be).
     pub async fn keys_to_rewrap(
         &self,
         current_version: u32,
@@ -488,7 +551,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {KEY_COLUMNS} FROM signing_keys WHERE master_key_version <> $1 \
+                    "SELECT {KEY_COLUMNS} FROM signing_keys WHERE master_key_version < $1 \
                      ORDER BY tenant_id, kid LIMIT $2"
                 ),
                 &[&version_param(current_version)?, &limit],
@@ -497,19 +560,20 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
-    /// Replaces wrapped material, each only if it is still under the
-    /// version it was read with; returns how many rows changed.
+    /// Replaces wrapped material, each row by its own conditional statement
+    /// (only if it is still under the version it was read with), so a
+    /// rewrap never holds several row locks at once and cannot deadlock
+    /// with a rotation; returns how many rows changed.
     pub async fn store_rewrapped(
         &self,
         batch: &[(StoredKey, NewKey)],
         audit: &NewAuditEvent,
         now: SystemTime,
     ) -> Result<u64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let client = self.client().await?;
         let mut changed = 0;
         for (old, new) in batch {
-            changed += tx
+            changed += client
                 .execute(
                     "UPDATE signing_keys SET wrapped_private_key = $3, wrap_nonce = $4, \
                      master_key_version = $5 \
@@ -525,10 +589,10 @@ impl Store {
                 )
                 .await?;
         }
+        drop(client);
         if changed > 0 {
-            insert_audit(&tx, audit, now).await?;
+            self.record_audit(audit, now).await?;
         }
-        tx.commit().await?;
         Ok(changed)
     }
 

@@ -24,8 +24,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use keysilo_config::{DatabaseSettings, SslMode};
 
 pub use keys::{
-    AuditRecord, DueRotation, KeyChange, NewAuditEvent, NewKey, StoredKey, TenantRecord,
-    is_unique_violation,
+    AuditRecord, DueRotation, KeyChange, KeyOutcome, NewAuditEvent, NewKey, StoredKey,
+    TenantRecord, is_unique_violation,
 };
 pub use migrate::MigrationReport;
 
@@ -68,9 +68,20 @@ pub enum StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
-        // Errors that carry no server message come from the transport: the
-        // server went away, so callers should answer "try again later".
-        if err.is_closed() || err.as_db_error().is_none() {
+        use tokio_postgres::error::SqlState;
+        // Errors that carry no server message come from the transport (the
+        // server went away); the states below are transient by nature. Both
+        // mean "try again later", not "this request is wrong".
+        const TRANSIENT: [SqlState; 6] = [
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::QUERY_CANCELED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ];
+        let transient = err.code().is_some_and(|code| TRANSIENT.contains(code));
+        if err.is_closed() || err.as_db_error().is_none() || transient {
             Self::Unavailable(Box::new(err))
         } else {
             Self::Query(err)

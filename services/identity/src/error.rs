@@ -137,8 +137,21 @@ pub fn json_error(
         JsonPayloadError::ContentType => {
             ApiError::BadRequest("the body must be application/json".into())
         }
+        // serde's messages can quote the offending value (a password given
+        // as a number, say): pass on only the ones that name a field.
         JsonPayloadError::Deserialize(inner) => {
-            ApiError::BadRequest(format!("invalid JSON body: {inner}"))
+            let message = inner.to_string();
+            let names_a_field =
+                message.starts_with("unknown field") || message.starts_with("missing field");
+            ApiError::BadRequest(if names_a_field {
+                format!("invalid JSON body: {message}")
+            } else {
+                format!(
+                    "invalid JSON body: a value has the wrong type or shape (line {}, column {})",
+                    inner.line(),
+                    inner.column()
+                )
+            })
         }
         _ => ApiError::BadRequest("invalid JSON body".into()),
     };

@@ -66,6 +66,7 @@ impl Application {
         let cache = Arc::new(KeyCache::new(
             keys.clone(),
             settings.server.public_base_url.clone(),
+            Duration::from_secs(settings.keys.cache_max_age_seconds),
         ));
         let state = AppState {
             settings: settings.clone(),

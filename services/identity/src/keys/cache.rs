@@ -3,7 +3,7 @@
 //! Entries are dropped when an event about their tenant arrives over Redis
 //! (any replica's change), when this replica changes the tenant itself,
 //! when a retired key's grace period ends, and in any case after
-//! [`MAX_AGE`], which bounds staleness should an event be missed. A
+//! `keys.cache_max_age_seconds`, which bounds staleness should an event be missed. A
 //! generation counter keeps a load that raced an invalidation from
 //! installing what it read before the change.
 
@@ -22,8 +22,9 @@ use super::service::wrapped_of;
 use super::{KeyError, KeyService};
 use crate::clock;
 
-/// Longest an entry is served without reloading.
-const MAX_AGE: Duration = Duration::from_secs(30);
+/// Above this many entries, expired and negative ones are purged and no
+/// new negative entry is added.
+const MAX_ENTRIES: usize = 100_000;
 /// How long "no such tenant" is remembered; tenant creation announces
 /// itself, so this only shields the database from floods of unknown ids.
 const NEGATIVE_AGE: Duration = Duration::from_secs(5);
@@ -51,6 +52,7 @@ enum Slot {
 /// The cache; cheap to share behind an `Arc`.
 pub struct KeyCache {
     service: KeyService,
+    max_age: Duration,
     public_base_url: String,
     entries: RwLock<HashMap<TenantId, Slot>>,
     generation: AtomicU64,
@@ -64,9 +66,10 @@ impl std::fmt::Debug for KeyCache {
 
 impl KeyCache {
     /// An empty cache.
-    pub fn new(service: KeyService, public_base_url: String) -> Self {
+    pub fn new(service: KeyService, public_base_url: String, max_age: Duration) -> Self {
         Self {
             service,
+            max_age,
             public_base_url,
             entries: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
@@ -98,8 +101,14 @@ impl KeyCache {
             None => Slot::Absent(now + NEGATIVE_AGE),
         };
         if let Ok(mut entries) = self.entries.write() {
+            // Unknown ids cost memory only up to a bound, however many a
+            // caller invents.
+            if entries.len() >= MAX_ENTRIES {
+                entries.retain(|_, slot| matches!(slot, Slot::Present(_, until) if *until > now));
+            }
+            let room = entries.len() < MAX_ENTRIES || matches!(slot, Slot::Present(..));
             // Only install what we read if nothing was invalidated meanwhile.
-            if self.generation.load(Ordering::SeqCst) == generation {
+            if room && self.generation.load(Ordering::SeqCst) == generation {
                 entries.insert(id.clone(), slot);
             }
         }
@@ -164,7 +173,7 @@ impl KeyCache {
                 }
             });
         // Reload when the first retired key leaves its grace period.
-        let mut until = Instant::now() + MAX_AGE;
+        let mut until = Instant::now() + self.max_age;
         for key in &published {
             if let Some(left) = key
                 .publish_until

@@ -15,10 +15,17 @@ pub async fn run_scheduler(service: KeyService, interval: Duration) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match service.run_due_rotations().await {
-            Ok(0) => {}
-            Ok(done) => tracing::info!(steps = done, "scheduled rotation steps done"),
-            Err(err) => tracing::warn!(error = %err, "scheduled rotation check failed"),
+        // Each pass is its own task: should it ever panic, the next tick
+        // still comes.
+        let pass = tokio::spawn({
+            let service = service.clone();
+            async move { service.run_due_rotations().await }
+        });
+        match pass.await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(done)) => tracing::info!(steps = done, "scheduled rotation steps done"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "scheduled rotation check failed"),
+            Err(err) => tracing::error!(error = %err, "scheduled rotation pass crashed"),
         }
     }
 }
@@ -34,7 +41,10 @@ pub async fn run_event_listener(coord: Coord, cache: Arc<KeyCache>) {
                 tracing::debug!("subscribed to events");
                 let mut events = std::pin::pin!(events);
                 while let Some(event) = events.next().await {
-                    if let Some(tenant) = &event.tenant {
+                    // Only tenant and key events change what the cache holds.
+                    let relevant =
+                        event.kind.starts_with("tenant.") || event.kind.starts_with("key.");
+                    if let (true, Some(tenant)) = (relevant, &event.tenant) {
                         cache.invalidate(tenant);
                     }
                 }

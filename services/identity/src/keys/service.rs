@@ -8,7 +8,8 @@ use keysilo_config::Settings;
 use keysilo_coord::{Coord, CoordError, Event};
 use keysilo_custody::{CustodyError, GeneratedKey, MasterKey, MasterKeyRing, generate_rsa_key};
 use keysilo_store::{
-    DueRotation, KeyChange, NewAuditEvent, NewKey, Store, StoreError, StoredKey, TenantRecord,
+    DueRotation, KeyChange, KeyOutcome, NewAuditEvent, NewKey, Store, StoreError, StoredKey,
+    TenantRecord,
 };
 use keysilo_types::{KeyStatus, Kid, TenantId};
 
@@ -45,12 +46,12 @@ pub enum KeyError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// The outcome of a rotation or revocation.
+/// The outcome of an emergency rotation.
 #[derive(Debug, Clone)]
 pub struct Rotation {
-    /// The key that signs now.
-    pub active: Option<Kid>,
-    /// The key that stopped signing, if any.
+    /// The new key, which signs now.
+    pub active: Kid,
+    /// The key that stopped signing, if there was one.
     pub retired: Option<Kid>,
 }
 
@@ -70,6 +71,27 @@ pub struct KeyService {
     store: Store,
     coord: Coord,
     settings: Arc<Settings>,
+}
+
+/// Runs `work` as its own task, so that a caller that goes away (a client
+/// disconnecting drops the request future) cannot cancel it between the
+/// commit and the announcement.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, KeyError>> + Send + 'static,
+) -> Result<T, KeyError> {
+    tokio::spawn(work).await?
+}
+
+/// The row to store for a wrapped key.
+fn key_row(kid: &Kid, n: &str, e: &str, wrapped: keysilo_custody::WrappedKey) -> NewKey {
+    NewKey {
+        kid: kid.clone(),
+        modulus_b64: n.to_owned(),
+        exponent_b64: e.to_owned(),
+        wrapped: wrapped.ciphertext,
+        nonce: wrapped.nonce,
+        master_key_version: wrapped.master_key_version,
+    }
 }
 
 /// Builds the master key ring from configuration.
@@ -117,23 +139,20 @@ impl KeyService {
         tokio::task::spawn_blocking(move || {
             let key = generate_rsa_key()?;
             let wrapped = ring.wrap(&tenant, &key.kid, &key.private)?;
-            let row = NewKey {
-                kid: key.kid.clone(),
-                modulus_b64: key.public.n.clone(),
-                exponent_b64: key.public.e.clone(),
-                wrapped: wrapped.ciphertext,
-                nonce: wrapped.nonce,
-                master_key_version: wrapped.master_key_version,
-            };
+            let row = key_row(&key.kid, &key.public.n, &key.public.e, wrapped);
             Ok((key, row))
         })
         .await?
     }
 
-    /// The grace period of a key retired now: token lifetime plus skew.
+    /// The grace period of a key retired now: the token lifetime, the
+    /// verifiers' clock skew, and the longest a replica that missed the
+    /// change may keep signing with it (the cache's maximum age).
     fn publish_until(&self, tenant: &TenantRecord, now: SystemTime) -> SystemTime {
         let ttl = u64::try_from(tenant.token_ttl_seconds).unwrap_or(0);
-        now + seconds(ttl + self.settings.keys.clock_skew_seconds)
+        let grace = seconds(ttl.saturating_add(self.settings.keys.clock_skew_seconds))
+            .saturating_add(seconds(self.settings.keys.cache_max_age_seconds));
+        now.checked_add(grace).unwrap_or(now)
     }
 
     async fn enabled_tenant(&self, id: &TenantId) -> Result<TenantRecord, KeyError> {
@@ -154,10 +173,16 @@ impl KeyService {
 
     async fn publish(&self, event: Event) {
         let (kind, tenant) = (event.kind.clone(), event.tenant.clone());
-        // The change is committed; replicas that miss the event still drop
-        // their cached entry when it expires.
-        if let Err(err) = self.coord.publish(&event).await {
-            tracing::warn!(error = %err, kind, tenant = ?tenant, "could not publish event");
+        // The change is committed: try hard to tell everyone. Replicas that
+        // still miss it drop their cached entry when it expires.
+        for attempt in 1..=3u32 {
+            match self.coord.publish(&event).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, kind, tenant = ?tenant, attempt, "could not publish event");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+            }
         }
     }
 
@@ -230,7 +255,7 @@ impl KeyService {
         change: &KeyChange,
         audit: &NewAuditEvent,
         now: SystemTime,
-    ) -> Result<(), KeyError> {
+    ) -> Result<KeyOutcome, KeyError> {
         if guard.is_lost() {
             return Err(KeyError::LockLost);
         }
@@ -244,9 +269,23 @@ impl KeyService {
         }
     }
 
+    /// Releases a lock after its change committed. A failure here must not
+    /// turn a committed change into an error: the lock expires anyway.
+    async fn release(guard: keysilo_coord::LockGuard) {
+        if let Err(err) = guard.release().await {
+            tracing::warn!(error = %err, "could not release a lock; it will expire");
+        }
+    }
+
     /// Emergency rotation: a fresh key signs at once; the active key retires
-    /// and stays published for its grace period.
+    /// and stays published for its grace period; a staged `next` key is
+    /// withdrawn.
     pub async fn rotate_now(&self, id: &TenantId, actor: &str) -> Result<Rotation, KeyError> {
+        let (this, id, actor) = (self.clone(), id.clone(), actor.to_owned());
+        detached(async move { this.rotate_now_attached(&id, &actor).await }).await
+    }
+
+    async fn rotate_now_attached(&self, id: &TenantId, actor: &str) -> Result<Rotation, KeyError> {
         self.enabled_tenant(id).await?;
         let (key, row) = self.generate(id).await?;
         let guard = self
@@ -270,23 +309,37 @@ impl KeyService {
                 "fence": guard.fence().value(),
             }),
         };
-        self.commit(&guard, id, &change, &audit, now).await?;
-        guard.release().await?;
+        let outcome = self.commit(&guard, id, &change, &audit, now).await?;
+        Self::release(guard).await;
         self.announce("key.rotated", id, Some(&key.kid)).await;
+        if let Some(next) = &outcome.withdrawn_next {
+            tracing::info!(tenant = %id, kid = %next, "staged next key withdrawn by an emergency rotation");
+        }
         Ok(Rotation {
-            active: Some(key.kid),
+            active: key.kid,
             retired,
         })
     }
 
-    /// Revokes `kid`; if it was active, the `next` key or a fresh one takes
-    /// over before this returns. Revoking a revoked key changes nothing.
+    /// Revokes `kid` and returns the key that signs afterwards. If `kid` was
+    /// active, the `next` key or a fresh one takes over before this
+    /// returns. Revoking a revoked key changes nothing.
     pub async fn revoke(
         &self,
         id: &TenantId,
         kid: &Kid,
         actor: &str,
-    ) -> Result<Rotation, KeyError> {
+    ) -> Result<Option<Kid>, KeyError> {
+        let (this, id, kid, actor) = (self.clone(), id.clone(), kid.clone(), actor.to_owned());
+        detached(async move { this.revoke_attached(&id, &kid, &actor).await }).await
+    }
+
+    async fn revoke_attached(
+        &self,
+        id: &TenantId,
+        kid: &Kid,
+        actor: &str,
+    ) -> Result<Option<Kid>, KeyError> {
         self.enabled_tenant(id).await?;
         let guard = self
             .lock(id, seconds(self.settings.keys.lock_wait_seconds))
@@ -297,51 +350,43 @@ impl KeyService {
             .find(|k| &k.kid == kid)
             .ok_or(KeyError::NotFound)?;
         if target.status == KeyStatus::Revoked {
-            guard.release().await?;
-            return Ok(Rotation {
-                active: active_kid(&keys),
-                retired: None,
-            });
+            Self::release(guard).await;
+            return Ok(active_kid(&keys));
         }
-        let has_next = keys.iter().any(|k| k.status == KeyStatus::Next);
-        let was_active = target.status == KeyStatus::Active;
-        let replacement = if was_active && !has_next {
-            Some(self.generate(id).await?.1)
-        } else {
-            None
-        };
-        let new_active = replacement.as_ref().map(|r| r.kid.clone()).or_else(|| {
-            if was_active {
-                keys.iter()
-                    .find(|k| k.status == KeyStatus::Next)
-                    .map(|k| k.kid.clone())
-            } else {
-                active_kid(&keys)
+        let was = target.status;
+        // A replacement is needed only if the active key goes and no `next`
+        // key can take over; the store decides on what it reads under the
+        // fence and says so if it needs one after all.
+        let mut replacement = None;
+        if was == KeyStatus::Active && !keys.iter().any(|k| k.status == KeyStatus::Next) {
+            replacement = Some(self.generate(id).await?.1);
+        }
+        let outcome = loop {
+            let now = clock::now();
+            let change = KeyChange::Revoke {
+                kid: kid.clone(),
+                replacement: replacement.clone(),
+            };
+            let audit = NewAuditEvent {
+                tenant_id: Some(id.clone()),
+                kind: "key.revoked",
+                actor: actor.to_owned(),
+                details: serde_json::json!({
+                    "kid": kid,
+                    "was": was.as_str(),
+                    "fence": guard.fence().value(),
+                }),
+            };
+            match self.commit(&guard, id, &change, &audit, now).await {
+                Err(KeyError::Store(StoreError::Precondition(_))) if replacement.is_none() => {
+                    replacement = Some(self.generate(id).await?.1);
+                }
+                other => break other?,
             }
-        });
-        let now = clock::now();
-        let change = KeyChange::Revoke {
-            kid: kid.clone(),
-            replacement,
         };
-        let audit = NewAuditEvent {
-            tenant_id: Some(id.clone()),
-            kind: "key.revoked",
-            actor: actor.to_owned(),
-            details: serde_json::json!({
-                "kid": kid,
-                "was": target.status.as_str(),
-                "active_kid": new_active,
-                "fence": guard.fence().value(),
-            }),
-        };
-        self.commit(&guard, id, &change, &audit, now).await?;
-        guard.release().await?;
+        Self::release(guard).await;
         self.announce("key.revoked", id, Some(kid)).await;
-        Ok(Rotation {
-            active: new_active,
-            retired: Some(kid.clone()),
-        })
+        Ok(outcome.active)
     }
 
     /// One pass of scheduled rotation over every tenant with a step due.
@@ -382,19 +427,22 @@ impl KeyService {
         let active = keys.iter().find(|k| k.status == KeyStatus::Active);
         let (change, kind, details) = match step {
             DueRotation::StageNext => {
-                let old_enough = active.and_then(|a| a.activated_at).is_some_and(|at| {
-                    at + seconds(
-                        settings
-                            .rotation_period_seconds
-                            .saturating_sub(settings.publish_ahead_seconds),
-                    ) <= now
-                });
+                let lead = seconds(
+                    settings
+                        .rotation_period_seconds
+                        .saturating_sub(settings.publish_ahead_seconds),
+                );
+                let old_enough = active
+                    .and_then(|a| a.activated_at)
+                    .is_some_and(|at| at.checked_add(lead).is_some_and(|due| due <= now));
                 if next.is_some() || !old_enough {
-                    guard.release().await?;
+                    Self::release(guard).await;
                     return Ok(false);
                 }
                 let (key, row) = self.generate(id).await?;
-                let activate_after = now + seconds(settings.publish_ahead_seconds);
+                let activate_after = now
+                    .checked_add(seconds(settings.publish_ahead_seconds))
+                    .unwrap_or(now);
                 (
                     KeyChange::StageNext {
                         key: row,
@@ -411,7 +459,7 @@ impl KeyService {
             DueRotation::PromoteNext => {
                 let Some(next) = next.filter(|n| n.activate_after.is_some_and(|at| at <= now))
                 else {
-                    guard.release().await?;
+                    Self::release(guard).await;
                     return Ok(false);
                 };
                 (
@@ -434,7 +482,7 @@ impl KeyService {
             details,
         };
         self.commit(&guard, id, &change, &audit, now).await?;
-        guard.release().await?;
+        Self::release(guard).await;
         self.announce(kind, id, None).await;
         Ok(true)
     }
@@ -456,14 +504,7 @@ impl KeyService {
                     .into_iter()
                     .map(|old| {
                         let new = ring.rewrap(&old.tenant_id, &old.kid, &wrapped_of(&old))?;
-                        let row = NewKey {
-                            kid: old.kid.clone(),
-                            modulus_b64: old.modulus_b64.clone(),
-                            exponent_b64: old.exponent_b64.clone(),
-                            wrapped: new.ciphertext,
-                            nonce: new.nonce,
-                            master_key_version: new.master_key_version,
-                        };
+                        let row = key_row(&old.kid, &old.modulus_b64, &old.exponent_b64, new);
                         Ok((old, row))
                     })
                     .collect::<Result<Vec<_>, CustodyError>>()

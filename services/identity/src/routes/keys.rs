@@ -79,12 +79,12 @@ pub async fn post_revoke(
     let (tenant, kid) = path.into_inner();
     let id = tenant_in_path(&tenant)?;
     let kid = Kid::parse(&kid).map_err(|_| ApiError::NotFound)?;
-    let rotation = state.keys.revoke(&id, &kid, PlatformAdmin::ACTOR).await?;
+    let active = state.keys.revoke(&id, &kid, PlatformAdmin::ACTOR).await?;
     state.cache.invalidate(&id);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "kid": kid,
         "status": "revoked",
-        "active_kid": rotation.active,
+        "active_kid": active,
     })))
 }
 

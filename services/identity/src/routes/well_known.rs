@@ -31,8 +31,10 @@ pub async fn get_jwks(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
+            // Weak comparison (RFC 9110 §13.1.2): `W/"x"` matches `"x"`.
             v.split(',')
-                .any(|tag| tag.trim() == entry.etag || tag.trim() == "*")
+                .map(str::trim)
+                .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == entry.etag)
         });
     let mut response = if unchanged {
         HttpResponse::NotModified()
