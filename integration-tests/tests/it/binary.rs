@@ -7,7 +7,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{
-    ADMIN_KEY, MASTER_KEY_V1, TestConfig, create_database, db_password, free_port, identity_binary,
+    ADMIN_KEY, MASTER_KEY_V1, PEPPER, TestConfig, create_database, db_password, free_port,
+    identity_binary,
 };
 
 fn write(path: &Path, contents: &str, mode: u32) {
@@ -118,6 +119,7 @@ fn config_validate_accepts_a_good_configuration() {
         &[
             ("KEYSILO_SECRET_ADMIN_API_KEY", ADMIN_KEY),
             ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY_V1),
+            ("KEYSILO_SECRET_CLIENT_SECRET_PEPPER", PEPPER),
             ("KEYSILO_SECRET_DATABASE_PASSWORD", &db_password()),
         ],
     )
@@ -149,6 +151,7 @@ async fn a_start_up_with_secrets_at_debug_level_logs_none_of_them_and_stops_on_s
         &["--config", config.to_str().unwrap(), "serve"],
         &[
             ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY_V1),
+            ("KEYSILO_SECRET_CLIENT_SECRET_PEPPER", PEPPER),
             ("KEYSILO_SECRET_DATABASE_PASSWORD", &password),
             ("KEYSILO_SERVER__PORT", &port.to_string()),
             ("KEYSILO_TELEMETRY__LOG_LEVEL", "debug"),
@@ -193,7 +196,7 @@ async fn a_start_up_with_secrets_at_debug_level_logs_none_of_them_and_stops_on_s
     );
     assert!(logs.contains("identity service stopped"), "{logs}");
     assert!(logs.lines().count() > 3, "expected debug logs:\n{logs}");
-    for secret in [ADMIN_KEY, MASTER_KEY_V1, password.as_str()] {
+    for secret in [ADMIN_KEY, MASTER_KEY_V1, PEPPER, password.as_str()] {
         assert!(
             !logs.contains(secret),
             "a secret leaked into the logs:\n{logs}"
@@ -221,6 +224,7 @@ async fn the_cli_reports_master_key_status_and_rewraps() {
     let env = [
         ("KEYSILO_SECRET_ADMIN_API_KEY", ADMIN_KEY),
         ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY_V1),
+        ("KEYSILO_SECRET_CLIENT_SECRET_PEPPER", PEPPER),
         (
             "KEYSILO_SECRET_MASTER_KEY_V2",
             crate::helpers::MASTER_KEY_V2,

@@ -14,6 +14,8 @@ use keysilo_identity::state::AppState;
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdefghijklmnop";
 /// Master key v1 of every test app (32 bytes, base64).
 pub const MASTER_KEY_V1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// The client-secret pepper of every test app.
+pub const PEPPER: &str = "test-pepper-0123456789abcdefghijklmnopqrstuv";
 /// A second master key version, for rotation tests.
 pub const MASTER_KEY_V2: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
@@ -127,6 +129,10 @@ impl TestConfig {
             [admin]
             api_key = "${{secret:admin-api-key}}"
 
+            [tokens]
+            client_secret_pepper = "${{secret:client-secret-pepper}}"
+            password_workers = 2
+
             [[custody.master_keys]]
             version = 1
             key = "${{secret:master-key-v1}}"
@@ -143,6 +149,10 @@ impl TestConfig {
             (
                 "KEYSILO_SECRET_MASTER_KEY_V1".to_owned(),
                 MASTER_KEY_V1.to_owned(),
+            ),
+            (
+                "KEYSILO_SECRET_CLIENT_SECRET_PEPPER".to_owned(),
+                PEPPER.to_owned(),
             ),
         ]);
         Self { toml, env }

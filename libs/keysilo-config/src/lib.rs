@@ -23,11 +23,14 @@
 //! let env = BTreeMap::from([
 //!     ("KEYSILO_SECRET_ADMIN_API_KEY".to_owned(), "a".repeat(40)),
 //!     ("KEYSILO_SECRET_MASTER_KEY_V1".to_owned(), "A".repeat(43) + "="),
+//!     ("KEYSILO_SECRET_PEPPER".to_owned(), "p".repeat(40)),
 //!     ("KEYSILO_SERVER__PORT".to_owned(), "9000".to_owned()),
 //! ]);
 //! let toml = r#"
 //!     [admin]
 //!     api_key = "${secret:admin-api-key}"
+//!     [tokens]
+//!     client_secret_pepper = "${secret:pepper}"
 //!     [[custody.master_keys]]
 //!     version = 1
 //!     key = "${secret:master-key-v1}"
@@ -61,8 +64,9 @@ use base64::Engine as _;
 
 pub use secret::{Secret, SecretError, SecretProvider, SecretProviders, SecretRef};
 pub use settings::{
-    AdminSettings, CustodySettings, DatabaseSettings, KeySettings, LogFormat, MasterKeySetting,
-    RedisSettings, ServerSettings, Settings, SslMode, TelemetrySettings,
+    AdminSettings, CustodySettings, DatabaseSettings, KeySettings, LimitSettings, LogFormat,
+    MasterKeySetting, RedisSettings, ServerSettings, Settings, SslMode, TelemetrySettings,
+    TokenSettings,
 };
 
 /// One thing wrong with the configuration, with the key it concerns.

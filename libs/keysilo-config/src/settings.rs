@@ -29,8 +29,55 @@ pub struct Settings {
     pub custody: CustodySettings,
     /// Tenant signing-key lifecycle.
     pub keys: KeySettings,
+    /// Access and refresh tokens, clients and passwords.
+    pub tokens: TokenSettings,
+    /// Rate limits and back-off.
+    pub limits: LimitSettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
+}
+
+/// `[tokens]`
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TokenSettings {
+    /// `aud` of access tokens whose client registered no audience.
+    pub default_audience: String,
+    /// Key of the HMAC that client secrets are stored under; required.
+    pub client_secret_pepper: Secret,
+    /// Seconds a replaced client secret keeps working (at most 3600).
+    pub client_secret_overlap_seconds: u64,
+    /// Absolute lifetime of a refresh-token family, from the login.
+    pub refresh_token_lifetime_seconds: u64,
+    /// A refresh token unused for this long expires.
+    pub refresh_token_idle_seconds: u64,
+    /// argon2id memory cost in KiB.
+    pub password_hash_memory_kib: u32,
+    /// argon2id iterations.
+    pub password_hash_iterations: u32,
+    /// argon2id lanes.
+    pub password_hash_parallelism: u32,
+    /// Threads that may hash passwords at once; `None`: one per core.
+    pub password_workers: Option<usize>,
+    /// Password checks allowed to wait for a thread before the token
+    /// endpoint answers 503.
+    pub password_queue_limit: usize,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LimitSettings {
+    /// Token requests per second allowed to one client.
+    pub token_per_client_per_second: u32,
+    /// Token requests per second allowed from one source address.
+    pub token_per_address_per_second: u32,
+    /// Requests above the rate allowed in a burst.
+    pub token_burst: u32,
+    /// Wrong passwords for one username before back-off starts.
+    pub password_failures_before_backoff: u32,
+    /// Longest back-off after repeated wrong passwords.
+    pub password_backoff_max_seconds: u64,
 }
 
 /// `[server]`
@@ -332,6 +379,62 @@ impl Default for RawKeys {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct RawTokens {
+    default_audience: String,
+    client_secret_pepper: Option<SecretRef>,
+    client_secret_overlap_seconds: u64,
+    refresh_token_lifetime_seconds: u64,
+    refresh_token_idle_seconds: u64,
+    password_hash_memory_kib: u32,
+    password_hash_iterations: u32,
+    password_hash_parallelism: u32,
+    password_workers: Option<usize>,
+    password_queue_limit: usize,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        // argon2id at OWASP's minimum (m = 19 MiB, t = 2, p = 1).
+        Self {
+            default_audience: "keysilo".into(),
+            client_secret_pepper: None,
+            client_secret_overlap_seconds: 3600,
+            refresh_token_lifetime_seconds: 30 * 24 * 3600,
+            refresh_token_idle_seconds: 7 * 24 * 3600,
+            password_hash_memory_kib: 19_456,
+            password_hash_iterations: 2,
+            password_hash_parallelism: 1,
+            password_workers: None,
+            password_queue_limit: 64,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    token_per_client_per_second: u32,
+    token_per_address_per_second: u32,
+    token_burst: u32,
+    password_failures_before_backoff: u32,
+    password_backoff_max_seconds: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            token_per_client_per_second: 2000,
+            token_per_address_per_second: 5000,
+            token_burst: 1000,
+            password_failures_before_backoff: 5,
+            password_backoff_max_seconds: 900,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[serde(default)]
 struct RawTelemetry {
     log_level: String,
     log_format: LogFormat,
@@ -359,6 +462,8 @@ pub(crate) const SECTIONS: &[&str] = &[
     "admin",
     "custody",
     "keys",
+    "tokens",
+    "limits",
     "telemetry",
 ];
 
@@ -591,6 +696,39 @@ pub(crate) fn build(
             cache_max_age_seconds: raw.cache_max_age_seconds,
         }
     });
+    let tokens = section::<RawTokens>(table, "tokens", problems)
+        .and_then(|raw| build_tokens(raw, providers, problems));
+    let limits = section::<RawLimits>(table, "limits", problems).map(|raw| {
+        positive(
+            "limits.token_per_client_per_second",
+            raw.token_per_client_per_second.into(),
+            problems,
+        );
+        positive(
+            "limits.token_per_address_per_second",
+            raw.token_per_address_per_second.into(),
+            problems,
+        );
+        positive("limits.token_burst", raw.token_burst.into(), problems);
+        positive(
+            "limits.password_failures_before_backoff",
+            raw.password_failures_before_backoff.into(),
+            problems,
+        );
+        at_most(
+            "limits.password_backoff_max_seconds",
+            raw.password_backoff_max_seconds,
+            86_400,
+            problems,
+        );
+        LimitSettings {
+            token_per_client_per_second: raw.token_per_client_per_second,
+            token_per_address_per_second: raw.token_per_address_per_second,
+            token_burst: raw.token_burst,
+            password_failures_before_backoff: raw.password_failures_before_backoff,
+            password_backoff_max_seconds: raw.password_backoff_max_seconds,
+        }
+    });
     let telemetry = section::<RawTelemetry>(table, "telemetry", problems).map(|raw| {
         if let Some(endpoint) = &raw.otlp_endpoint {
             check_http_url(
@@ -614,7 +752,116 @@ pub(crate) fn build(
         admin: admin?,
         custody: custody?,
         keys: keys?,
+        tokens: tokens?,
+        limits: limits?,
         telemetry: telemetry?,
+    })
+}
+
+fn build_tokens(
+    raw: RawTokens,
+    providers: &SecretProviders,
+    problems: &mut Problems,
+) -> Option<TokenSettings> {
+    let before = problems.len();
+    if raw.default_audience.trim().is_empty() {
+        problems.push(Problem::new("tokens.default_audience", "must not be empty"));
+    }
+    at_most(
+        "tokens.client_secret_overlap_seconds",
+        raw.client_secret_overlap_seconds,
+        3600,
+        problems,
+    );
+    positive(
+        "tokens.refresh_token_lifetime_seconds",
+        raw.refresh_token_lifetime_seconds,
+        problems,
+    );
+    at_most(
+        "tokens.refresh_token_lifetime_seconds",
+        raw.refresh_token_lifetime_seconds,
+        10 * 365 * 86_400,
+        problems,
+    );
+    positive(
+        "tokens.refresh_token_idle_seconds",
+        raw.refresh_token_idle_seconds,
+        problems,
+    );
+    at_most(
+        "tokens.refresh_token_idle_seconds",
+        raw.refresh_token_idle_seconds,
+        raw.refresh_token_lifetime_seconds,
+        problems,
+    );
+    // OWASP's floor for argon2id, and a ceiling that keeps one check
+    // from exhausting memory.
+    if !(19_456..=1_048_576).contains(&raw.password_hash_memory_kib) {
+        problems.push(Problem::new(
+            "tokens.password_hash_memory_kib",
+            "must be between 19456 (OWASP's minimum) and 1048576",
+        ));
+    }
+    if !(1..=10).contains(&raw.password_hash_iterations) {
+        problems.push(Problem::new(
+            "tokens.password_hash_iterations",
+            "must be between 1 and 10",
+        ));
+    }
+    if !(1..=16).contains(&raw.password_hash_parallelism) {
+        problems.push(Problem::new(
+            "tokens.password_hash_parallelism",
+            "must be between 1 and 16",
+        ));
+    }
+    if raw.password_workers == Some(0) {
+        problems.push(Problem::new(
+            "tokens.password_workers",
+            "must be at least 1",
+        ));
+    }
+    positive(
+        "tokens.password_queue_limit",
+        raw.password_queue_limit as u64,
+        problems,
+    );
+    let pepper = match raw.client_secret_pepper {
+        None => {
+            problems.push(Problem::new(
+                "tokens.client_secret_pepper",
+                "required: client secrets are stored under this key; set it to a ${secret:name} \
+                 reference to at least 32 random bytes",
+            ));
+            None
+        }
+        Some(reference) => resolve(
+            "tokens.client_secret_pepper",
+            Some(&reference),
+            providers,
+            problems,
+        ),
+    };
+    if let Some(pepper) = &pepper
+        && pepper.expose().len() < 32
+    {
+        problems.push(Problem::new(
+            "tokens.client_secret_pepper",
+            "too short: use at least 32 random characters",
+        ));
+    }
+    let pepper = pepper?;
+    (problems.len() == before).then_some(TokenSettings {
+        default_audience: raw.default_audience,
+        client_secret_pepper: pepper,
+        client_secret_overlap_seconds: raw.client_secret_overlap_seconds,
+        refresh_token_lifetime_seconds: raw.refresh_token_lifetime_seconds,
+        refresh_token_idle_seconds: raw.refresh_token_idle_seconds,
+        password_hash_memory_kib: raw.password_hash_memory_kib,
+        password_hash_iterations: raw.password_hash_iterations,
+        password_hash_parallelism: raw.password_hash_parallelism,
+        password_workers: raw.password_workers,
+        password_queue_limit: raw.password_queue_limit,
     })
 }
 

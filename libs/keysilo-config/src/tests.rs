@@ -11,6 +11,9 @@ const MINIMAL: &str = r#"
 [admin]
 api_key = "${secret:admin-api-key}"
 
+[tokens]
+client_secret_pepper = "${secret:client-secret-pepper}"
+
 [[custody.master_keys]]
 version = 1
 key = "${secret:master-key-v1}"
@@ -23,10 +26,13 @@ fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+const PEPPER: &str = "pepper-pepper-pepper-pepper-pepper-0";
+
 fn secret_env() -> BTreeMap<String, String> {
     env(&[
         ("KEYSILO_SECRET_ADMIN_API_KEY", ADMIN_KEY),
         ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY),
+        ("KEYSILO_SECRET_CLIENT_SECRET_PEPPER", PEPPER),
     ])
 }
 
@@ -76,6 +82,7 @@ fn file_provider_reads_an_owner_only_file_without_its_newline() {
         0o600,
     );
     write_secret(dir.path(), "master-key-v1", MASTER_KEY, 0o400);
+    write_secret(dir.path(), "client-secret-pepper", PEPPER, 0o600);
     let toml = format!(
         "[secrets]\nproviders = [\"file\"]\nfile_dir = {:?}\n{MINIMAL}",
         dir.path()
@@ -169,6 +176,7 @@ fn secrets_print_redacted_in_debug_and_display() {
     let dump = format!("{settings:?}");
     assert!(!dump.contains(ADMIN_KEY), "{dump}");
     assert!(!dump.contains(MASTER_KEY), "{dump}");
+    assert!(!dump.contains(PEPPER), "{dump}");
 }
 
 #[test]
@@ -231,6 +239,7 @@ fn a_short_admin_key_is_refused_without_quoting_it() {
     let vars = env(&[
         ("KEYSILO_SECRET_ADMIN_API_KEY", "short-key"),
         ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY),
+        ("KEYSILO_SECRET_CLIENT_SECRET_PEPPER", PEPPER),
     ]);
 
     let problems = problems(Settings::from_sources(Some(MINIMAL), &vars));
@@ -245,6 +254,7 @@ fn master_keys_must_be_32_bytes_of_base64_and_current_must_exist() {
     let vars = env(&[
         ("KEYSILO_SECRET_ADMIN_API_KEY", ADMIN_KEY),
         ("KEYSILO_SECRET_MASTER_KEY_V1", "dG9vIHNob3J0"),
+        ("KEYSILO_SECRET_CLIENT_SECRET_PEPPER", PEPPER),
         ("KEYSILO_CUSTODY__CURRENT_MASTER_KEY_VERSION", "2"),
     ]);
 
