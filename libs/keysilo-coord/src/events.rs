@@ -18,6 +18,38 @@ pub struct Event {
     /// The key concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<Kid>,
+    /// The client concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The user concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The access token concerned (`jti`), with its expiry in seconds since
+    /// the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<(String, u64)>,
+}
+
+impl Event {
+    /// An event of `kind` about `tenant`.
+    pub fn about(kind: &str, tenant: &TenantId) -> Self {
+        Self {
+            tenant: Some(tenant.clone()),
+            ..Self::platform(kind)
+        }
+    }
+
+    /// An event of `kind` about no tenant in particular.
+    pub fn platform(kind: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            tenant: None,
+            kid: None,
+            client: None,
+            user: None,
+            jti: None,
+        }
+    }
 }
 
 const CHANNEL: &str = "events";

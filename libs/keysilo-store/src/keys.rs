@@ -231,7 +231,7 @@ async fn insert_key(
     Ok(())
 }
 
-async fn insert_audit(
+pub(crate) async fn insert_audit(
     tx: &tokio_postgres::Transaction<'_>,
     event: &NewAuditEvent,
     now: SystemTime,

@@ -17,6 +17,7 @@
 
 mod keys;
 mod migrate;
+mod oauth;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub use keys::{
     TenantRecord, is_unique_violation,
 };
 pub use migrate::MigrationReport;
+pub use oauth::{ClientRecord, NewRefreshToken, Redemption, RefreshRecord, UserRecord};
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]

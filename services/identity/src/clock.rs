@@ -9,6 +9,24 @@ pub fn now() -> SystemTime {
     SystemTime::now()
 }
 
+/// Seconds since the epoch, as JWT NumericDates want them.
+pub fn unix_seconds() -> u64 {
+    unix_of(now())
+}
+
+/// Seconds since the epoch of `at` (0 before the epoch).
+pub fn unix_of(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The time `seconds` after the epoch.
+pub fn from_unix(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(seconds))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
 /// RFC 3339 text for API responses (UTC, with fractional seconds).
 pub fn rfc3339(at: SystemTime) -> String {
     time::OffsetDateTime::from(at)

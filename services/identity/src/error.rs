@@ -7,6 +7,7 @@ use keysilo_store::StoreError;
 use serde::Serialize;
 
 use crate::keys::KeyError;
+use crate::oauth::OAuthError;
 
 /// Every error a handler can return. Its [`ResponseError`] impl is the only
 /// place that decides status codes and bodies.
@@ -30,6 +31,12 @@ pub enum ApiError {
     /// The resource exists already; the message is safe to show.
     #[error("{0}")]
     Conflict(String),
+    /// An OAuth2 endpoint error (RFC 6749 §5.2).
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::OAuthError),
+    /// The caller is authenticated but may not do this.
+    #[error("forbidden")]
+    Forbidden,
     /// A dependency (PostgreSQL, Redis) is down or a lock stayed busy.
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -78,12 +85,22 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::OAuth(err) => match err {
+                OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+                OAuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+                OAuthError::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            },
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::OAuth(err) = self {
+            return oauth_response(self.status_code(), err);
+        }
         let (error, description) = match self {
             Self::NotFound => ("not_found", "no such resource"),
             Self::BadRequest(message) => ("invalid_request", message.as_str()),
@@ -91,6 +108,8 @@ impl ResponseError for ApiError {
             Self::Unauthorized => ("invalid_request", "a bearer token is required"),
             Self::InvalidToken => ("invalid_token", "the bearer token is not valid"),
             Self::Conflict(message) => ("conflict", message.as_str()),
+            Self::Forbidden => ("forbidden", "not allowed for this caller"),
+            Self::OAuth(_) => ("invalid_request", ""),
             Self::Unavailable(cause) => {
                 tracing::warn!(error = format!("{cause:#}"), "dependency unavailable");
                 (
@@ -122,6 +141,41 @@ impl ResponseError for ApiError {
             error_description: description,
         })
     }
+}
+
+/// RFC 6749 §5.2: JSON error, `no-store`, `WWW-Authenticate` for Basic
+/// clients, `Retry-After` when rate limited.
+fn oauth_response(status: StatusCode, err: &OAuthError) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    response
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Pragma", "no-cache"));
+    match err {
+        OAuthError::InvalidClient { basic: true } => {
+            response.insert_header((
+                "WWW-Authenticate",
+                r#"Basic realm="keysilo", charset="UTF-8""#,
+            ));
+        }
+        OAuthError::RateLimited(wait) => {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.insert_header(("Retry-After", seconds.max(1).to_string()));
+        }
+        OAuthError::TemporarilyUnavailable => {
+            response.insert_header(("Retry-After", "1"));
+        }
+        _ => {}
+    }
+    let code = match err {
+        // RFC 6749 has no code for rate limiting; this one tells clients to
+        // come back later.
+        OAuthError::RateLimited(_) => "temporarily_unavailable".to_owned(),
+        other => other.to_string(),
+    };
+    response.json(ErrorBody {
+        error: &code,
+        error_description: err.description(),
+    })
 }
 
 /// Turns JSON extractor failures into 400 or 413, never 500.

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod oauth;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -13,6 +13,7 @@ pub struct Metrics {
     registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    tokens_issued: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -37,12 +38,21 @@ impl Metrics {
             ),
             &["method", "route"],
         )?;
+        let tokens_issued = IntCounterVec::new(
+            Opts::new(
+                "tokens_issued_total",
+                "Access tokens issued by tenant and grant type",
+            ),
+            &["tenant", "grant"],
+        )?;
+        registry.register(Box::new(tokens_issued.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         Ok(Self {
             registry,
             http_requests,
             http_duration,
+            tokens_issued,
         })
     }
 
@@ -56,6 +66,11 @@ impl Metrics {
         let mut buffer = Vec::new();
         prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|err| prometheus::Error::Msg(err.to_string()))
+    }
+
+    /// Counts one issued access token.
+    pub fn token_issued(&self, tenant: &str, grant: &str) {
+        self.tokens_issued.with_label_values(&[tenant, grant]).inc();
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

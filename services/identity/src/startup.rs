@@ -15,6 +15,10 @@ use tracing_actix_web::TracingLogger;
 use crate::error::ApiError;
 use crate::keys::{KeyCache, KeyService, run_event_listener, run_scheduler};
 use crate::metrics::{self, Metrics};
+use crate::oauth::clients::ClientCache;
+use crate::oauth::credentials::SecretHasher;
+use crate::oauth::limits::Limits;
+use crate::oauth::passwords::Passwords;
 use crate::routes;
 use crate::state::AppState;
 
@@ -39,6 +43,12 @@ pub enum StartupError {
     /// The metrics registry could not be built.
     #[error("cannot register metrics")]
     Metrics(#[from] prometheus::Error),
+    /// The client-secret hasher could not be keyed.
+    #[error("cannot key the client-secret hasher")]
+    Crypto(#[source] openssl::error::ErrorStack),
+    /// The password hashing parameters are unusable.
+    #[error("cannot set up password hashing")]
+    Passwords(#[source] crate::oauth::passwords::PasswordError),
     /// The master keys are unusable.
     #[error("cannot load the master keys")]
     Custody(#[from] keysilo_custody::CustodyError),
@@ -68,6 +78,11 @@ impl Application {
             settings.server.public_base_url.clone(),
             Duration::from_secs(settings.keys.cache_max_age_seconds),
         ));
+        let clients = Arc::new(ClientCache::new(
+            store.clone(),
+            Duration::from_secs(settings.keys.cache_max_age_seconds),
+        ));
+        let limits = Arc::new(Limits::new(&settings.limits));
         let state = AppState {
             settings: settings.clone(),
             store,
@@ -75,6 +90,13 @@ impl Application {
             metrics: Metrics::new()?,
             keys: keys.clone(),
             cache: cache.clone(),
+            clients: clients.clone(),
+            secrets: Arc::new(
+                SecretHasher::new(&settings.tokens.client_secret_pepper)
+                    .map_err(StartupError::Crypto)?,
+            ),
+            passwords: Passwords::new(&settings.tokens).map_err(StartupError::Passwords)?,
+            limits: limits.clone(),
         };
         // Background work of every replica: scheduled rotation and the event
         // listener that keeps this replica's cache in step with the others.
@@ -82,7 +104,14 @@ impl Application {
             keys,
             Duration::from_secs(settings.keys.scheduler_interval_seconds),
         ));
-        tokio::spawn(run_event_listener(coord, cache));
+        tokio::spawn(run_event_listener(coord, cache, clients));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                ticker.tick().await;
+                limits.shrink();
+            }
+        });
 
         let address = format!(
             "{}:{}",

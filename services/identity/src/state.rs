@@ -8,6 +8,10 @@ use keysilo_store::Store;
 
 use crate::keys::{KeyCache, KeyService};
 use crate::metrics::Metrics;
+use crate::oauth::clients::ClientCache;
+use crate::oauth::credentials::SecretHasher;
+use crate::oauth::limits::Limits;
+use crate::oauth::passwords::Passwords;
 
 /// What handlers share: settings, the database, Redis and metrics. Cheap to
 /// clone; everything inside is reference-counted.
@@ -25,4 +29,12 @@ pub struct AppState {
     pub keys: KeyService,
     /// This replica's cache of tenants' documents and signing keys.
     pub cache: Arc<KeyCache>,
+    /// This replica's cache of OAuth2 clients.
+    pub clients: Arc<ClientCache>,
+    /// How client secrets are stored.
+    pub secrets: Arc<SecretHasher>,
+    /// argon2id on a bounded pool.
+    pub passwords: Passwords,
+    /// Rate limits and password back-off.
+    pub limits: Arc<Limits>,
 }

@@ -42,6 +42,9 @@ pub struct TenantEntry {
     pub metadata: String,
     /// The active key, unwrapped and ready to sign.
     pub signing: Option<SigningKey>,
+    /// Verifiers of every published key, for introspection and tenant
+    /// admins' tokens.
+    pub verifiers: keysilo_tokens::KeySet,
 }
 
 enum Slot {
@@ -143,6 +146,8 @@ impl KeyCache {
         let now = clock::now();
         let published: Vec<&StoredKey> = keys.iter().filter(|k| is_published(k, now)).collect();
         let jwks = jwks_document(&published);
+        let public: Vec<serde_json::Value> = published.iter().map(|k| public_jwk(k)).collect();
+        let verifiers = keysilo_tokens::KeySet::from_jwks(&public).unwrap_or_default();
         let etag = format!(
             "\"{}\"",
             URL_SAFE_NO_PAD.encode(openssl::sha::sha256(jwks.as_bytes()))
@@ -190,9 +195,15 @@ impl KeyCache {
                 etag,
                 metadata,
                 signing,
+                verifiers,
             }),
             until,
         )))
+    }
+
+    /// The scopes the tenant's clients may request, plus `admin`.
+    fn scopes(&self) -> Vec<String> {
+        vec![crate::oauth::scope::ADMIN.to_owned()]
     }
 
     /// RFC 8414 authorization server metadata of tenant `id`. Only what the
@@ -209,7 +220,7 @@ impl KeyCache {
             "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
             "grant_types_supported": ["client_credentials", "password", "refresh_token"],
             "response_types_supported": [],
-            "scopes_supported": ["admin"],
+            "scopes_supported": self.scopes(),
             "token_endpoint_auth_methods_supported": client_auth,
             "introspection_endpoint_auth_methods_supported": client_auth,
             "revocation_endpoint_auth_methods_supported": client_auth,
@@ -238,15 +249,14 @@ fn rank(status: KeyStatus) -> u8 {
 fn jwks_document(keys: &[&StoredKey]) -> String {
     let mut keys = keys.to_vec();
     keys.sort_by_key(|k| rank(k.status));
-    let jwks: Vec<serde_json::Value> = keys
-        .iter()
-        .map(|k| {
-            keysilo_custody::PublicJwk {
-                n: k.modulus_b64.clone(),
-                e: k.exponent_b64.clone(),
-            }
-            .to_jwk(&k.kid)
-        })
-        .collect();
+    let jwks: Vec<serde_json::Value> = keys.iter().map(|k| public_jwk(k)).collect();
     serde_json::json!({ "keys": jwks }).to_string()
+}
+
+fn public_jwk(key: &StoredKey) -> serde_json::Value {
+    keysilo_custody::PublicJwk {
+        n: key.modulus_b64.clone(),
+        e: key.exponent_b64.clone(),
+    }
+    .to_jwk(&key.kid)
 }

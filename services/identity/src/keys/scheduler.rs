@@ -8,6 +8,7 @@ use futures_util::StreamExt as _;
 use keysilo_coord::Coord;
 
 use super::{KeyCache, KeyService};
+use crate::oauth::clients::ClientCache;
 
 /// Checks for due rotation steps every `interval`, for ever.
 pub async fn run_scheduler(service: KeyService, interval: Duration) {
@@ -33,11 +34,12 @@ pub async fn run_scheduler(service: KeyService, interval: Duration) {
 /// Drops cached tenants named by events, for ever. Whenever the
 /// subscription is (re)established the whole cache is dropped, since
 /// events published while it was down are lost.
-pub async fn run_event_listener(coord: Coord, cache: Arc<KeyCache>) {
+pub async fn run_event_listener(coord: Coord, cache: Arc<KeyCache>, clients: Arc<ClientCache>) {
     loop {
         match coord.subscribe().await {
             Ok(events) => {
                 cache.clear();
+                clients.clear();
                 tracing::debug!("subscribed to events");
                 let mut events = std::pin::pin!(events);
                 while let Some(event) = events.next().await {
@@ -46,10 +48,17 @@ pub async fn run_event_listener(coord: Coord, cache: Arc<KeyCache>) {
                         event.kind.starts_with("tenant.") || event.kind.starts_with("key.");
                     if let (true, Some(tenant)) = (relevant, &event.tenant) {
                         cache.invalidate(tenant);
+                        if event.kind == "tenant.disabled" {
+                            clients.invalidate_tenant(tenant);
+                        }
+                    }
+                    if let (Some(tenant), Some(client)) = (&event.tenant, &event.client) {
+                        clients.invalidate(tenant, client);
                     }
                 }
                 tracing::warn!("event subscription lost; resubscribing");
                 cache.clear();
+                clients.clear();
             }
             Err(err) => tracing::warn!(error = %err, "cannot subscribe to events"),
         }

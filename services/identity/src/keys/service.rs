@@ -164,14 +164,15 @@ impl KeyService {
 
     async fn announce(&self, kind: &str, tenant: &TenantId, kid: Option<&Kid>) {
         self.publish(Event {
-            kind: kind.to_owned(),
-            tenant: Some(tenant.clone()),
             kid: kid.cloned(),
+            ..Event::about(kind, tenant)
         })
         .await;
     }
 
-    async fn publish(&self, event: Event) {
+    /// Publishes `event`, retrying a little: the change it reports is
+    /// committed already.
+    pub async fn publish(&self, event: Event) {
         let (kind, tenant) = (event.kind.clone(), event.tenant.clone());
         // The change is committed: try hard to tell everyone. Replicas that
         // still miss it drop their cached entry when it expires.
@@ -522,12 +523,7 @@ impl KeyService {
                 .await?;
         }
         if rewrapped > 0 {
-            self.publish(Event {
-                kind: "master_key.rewrapped".to_owned(),
-                tenant: None,
-                kid: None,
-            })
-            .await;
+            self.publish(Event::platform("master_key.rewrapped")).await;
         }
         Ok(RewrapReport { version, rewrapped })
     }

@@ -5,7 +5,7 @@ use keysilo_types::Kid;
 use serde::Serialize;
 
 use super::tenants::tenant_in_path;
-use crate::auth::PlatformAdmin;
+use crate::auth::{AdminCaller, PlatformAdmin, authorize_tenant};
 use crate::clock;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -25,13 +25,14 @@ struct KeyView {
 }
 
 /// `GET /admin/v1/tenants/{T}/keys`: every key, newest first.
-/// **Permissions:** platform admin.
+/// **Permissions:** platform admin, or a tenant admin of `T`.
 pub async fn get_keys(
-    _admin: PlatformAdmin,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_in_path(&path)?;
+    authorize_tenant(&state, &caller, &id).await?;
     state.store.tenant(&id).await?.ok_or(ApiError::NotFound)?;
     let keys: Vec<KeyView> = state
         .store
@@ -52,14 +53,15 @@ pub async fn get_keys(
 }
 
 /// `POST /admin/v1/tenants/{T}/keys/rotate`: emergency rotation; the new
-/// key signs at once. **Permissions:** platform admin.
+/// key signs at once. **Permissions:** platform admin, or a tenant admin of `T`.
 pub async fn post_rotate(
-    _admin: PlatformAdmin,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_in_path(&path)?;
-    let rotation = state.keys.rotate_now(&id, PlatformAdmin::ACTOR).await?;
+    let actor = authorize_tenant(&state, &caller, &id).await?;
+    let rotation = state.keys.rotate_now(&id, &actor.name()).await?;
     state.cache.invalidate(&id);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "kid": rotation.active,
@@ -70,16 +72,17 @@ pub async fn post_rotate(
 
 /// `POST /admin/v1/tenants/{T}/keys/{kid}/revoke`: withdraws the key from
 /// the JWKS at once; if it was active, another key signs when this returns.
-/// **Permissions:** platform admin.
+/// **Permissions:** platform admin, or a tenant admin of `T`.
 pub async fn post_revoke(
-    _admin: PlatformAdmin,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, kid) = path.into_inner();
     let id = tenant_in_path(&tenant)?;
+    let actor = authorize_tenant(&state, &caller, &id).await?;
     let kid = Kid::parse(&kid).map_err(|_| ApiError::NotFound)?;
-    let active = state.keys.revoke(&id, &kid, PlatformAdmin::ACTOR).await?;
+    let active = state.keys.revoke(&id, &kid, &actor.name()).await?;
     state.cache.invalidate(&id);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "kid": kid,
@@ -89,14 +92,15 @@ pub async fn post_revoke(
 }
 
 /// `GET /admin/v1/tenants/{T}/audit?limit=N`: audit events, newest first
-/// (default 100, at most 1000). **Permissions:** platform admin.
+/// (default 100, at most 1000). **Permissions:** platform admin, or a tenant admin of `T`.
 pub async fn get_audit(
-    _admin: PlatformAdmin,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_in_path(&path)?;
+    authorize_tenant(&state, &caller, &id).await?;
     state.store.tenant(&id).await?.ok_or(ApiError::NotFound)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

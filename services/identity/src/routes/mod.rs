@@ -1,7 +1,9 @@
 //! HTTP routes, one module per resource.
 
+mod clients;
 mod health;
 mod keys;
+mod oauth;
 mod tenants;
 mod well_known;
 
@@ -41,6 +43,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(keys::post_revoke),
                 )
                 .route("/tenants/{tenant}/audit", web::get().to(keys::get_audit))
+                .route(
+                    "/tenants/{tenant}/clients",
+                    web::post().to(clients::post_client),
+                )
+                .route(
+                    "/tenants/{tenant}/clients/{client}",
+                    web::delete().to(clients::delete_client),
+                )
+                .route(
+                    "/tenants/{tenant}/clients/{client}/secret",
+                    web::post().to(clients::post_client_secret),
+                )
+                .route(
+                    "/tenants/{tenant}/users",
+                    web::post().to(clients::post_user),
+                )
+                .route(
+                    "/tenants/{tenant}/users/{user}",
+                    web::delete().to(clients::delete_user),
+                )
                 .route("/master-key", web::get().to(keys::get_master_key))
                 .route("/master-key/rewrap", web::post().to(keys::post_rewrap)),
         )
@@ -55,6 +77,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/{tenant}/.well-known/openid-configuration",
             web::get().to(well_known::get_metadata),
+        )
+        .route("/{tenant}/oauth2/token", web::post().to(oauth::post_token))
+        .route(
+            "/{tenant}/oauth2/introspect",
+            web::post().to(oauth::post_introspect),
+        )
+        .route(
+            "/{tenant}/oauth2/revoke",
+            web::post().to(oauth::post_revoke),
         )
         .route(
             "/{tenant}/.well-known/jwks",

@@ -5,7 +5,7 @@ use keysilo_store::TenantRecord;
 use keysilo_types::{IdError, TenantId};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::PlatformAdmin;
+use crate::auth::{AdminCaller, PlatformAdmin, authorize_tenant};
 use crate::clock;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -114,13 +114,14 @@ pub async fn post_tenant(
 }
 
 /// `GET /admin/v1/tenants/{T}`, disabled tenants included.
-/// **Permissions:** platform admin.
+/// **Permissions:** platform admin, or a tenant admin of `T`.
 pub async fn get_tenant(
-    _admin: PlatformAdmin,
+    caller: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_in_path(&path)?;
+    authorize_tenant(&state, &caller, &id).await?;
     let tenant = state.store.tenant(&id).await?.ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(TenantView::new(&tenant, &state)))
 }

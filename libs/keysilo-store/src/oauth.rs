@@ -1,0 +1,582 @@
+//! Clients, users, refresh-token families and revoked access tokens.
+//!
+//! Secrets never reach this module: client secrets and refresh tokens come
+//! as hashes, passwords as argon2id PHC strings.
+
+use std::time::SystemTime;
+
+use keysilo_types::TenantId;
+use tokio_postgres::Row;
+
+use crate::keys::{NewAuditEvent, insert_audit};
+use crate::{Store, StoreError};
+
+/// An OAuth2 client as stored.
+#[derive(Clone)]
+pub struct ClientRecord {
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// The public client id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Keyed hash of the current secret.
+    pub secret_hash: Vec<u8>,
+    /// Keyed hash of the secret replaced last, while it still works.
+    pub previous_secret_hash: Option<Vec<u8>>,
+    /// Until when the previous secret works.
+    pub previous_secret_expires_at: Option<SystemTime>,
+    /// Grant types it may use.
+    pub grant_types: Vec<String>,
+    /// Scopes it may request.
+    pub scopes: Vec<String>,
+    /// `aud` of its tokens (the default audience when empty).
+    pub audience: Vec<String>,
+    /// Browser origins its tokens may be used from.
+    pub allowed_origins: Vec<String>,
+    /// When it was registered.
+    pub created_at: SystemTime,
+    /// When it was disabled, if it was.
+    pub disabled_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("tenant_id", &self.tenant_id)
+            .field("id", &self.id)
+            .field("grant_types", &self.grant_types)
+            .field("disabled_at", &self.disabled_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user as stored.
+#[derive(Clone)]
+pub struct UserRecord {
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// The user id (`sub` of its tokens).
+    pub id: String,
+    /// Login name, unique in the tenant.
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Roles, e.g. `tenant-admin`.
+    pub roles: Vec<String>,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it was disabled, if it was.
+    pub disabled_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("tenant_id", &self.tenant_id)
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A refresh token and its family, as read for redemption.
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    /// The family (one login).
+    pub family_id: String,
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The user it was issued for.
+    pub user_id: String,
+    /// The scope it carries.
+    pub scope: String,
+    /// When the token was issued.
+    pub issued_at: SystemTime,
+    /// When the token expires if unused.
+    pub idle_expires_at: SystemTime,
+    /// When the family expires, whatever happens.
+    pub family_expires_at: SystemTime,
+    /// When the token was redeemed, if it was.
+    pub spent_at: Option<SystemTime>,
+    /// When the family was revoked, if it was.
+    pub revoked_at: Option<SystemTime>,
+}
+
+/// A refresh token to store.
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    /// SHA-256 of the token.
+    pub hash: Vec<u8>,
+    /// The scope it carries.
+    pub scope: String,
+    /// When it expires if unused.
+    pub idle_expires_at: SystemTime,
+}
+
+/// What redeeming a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    /// The token was spent and its successor stored.
+    Rotated,
+    /// The token had been spent already: its whole family is now revoked.
+    ReuseDetected,
+    /// The family was revoked or expired, or the token idle too long.
+    Dead,
+}
+
+const CLIENT_COLUMNS: &str = "tenant_id, id, name, secret_hash, previous_secret_hash, \
+     previous_secret_expires_at, grant_types, scopes, audience, allowed_origins, created_at, disabled_at";
+const USER_COLUMNS: &str = "tenant_id, id, username, password_hash, roles, created_at, disabled_at";
+
+fn tenant(row: &Row, index: usize) -> Result<TenantId, StoreError> {
+    let raw: String = row.try_get(index)?;
+    TenantId::parse(&raw).map_err(|_| StoreError::Corrupt("tenant id".into()))
+}
+
+fn client_from_row(row: &Row) -> Result<ClientRecord, StoreError> {
+    Ok(ClientRecord {
+        tenant_id: tenant(row, 0)?,
+        id: row.try_get(1)?,
+        name: row.try_get(2)?,
+        secret_hash: row.try_get(3)?,
+        previous_secret_hash: row.try_get(4)?,
+        previous_secret_expires_at: row.try_get(5)?,
+        grant_types: row.try_get(6)?,
+        scopes: row.try_get(7)?,
+        audience: row.try_get(8)?,
+        allowed_origins: row.try_get(9)?,
+        created_at: row.try_get(10)?,
+        disabled_at: row.try_get(11)?,
+    })
+}
+
+fn user_from_row(row: &Row) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        tenant_id: tenant(row, 0)?,
+        id: row.try_get(1)?,
+        username: row.try_get(2)?,
+        password_hash: row.try_get(3)?,
+        roles: row.try_get(4)?,
+        created_at: row.try_get(5)?,
+        disabled_at: row.try_get(6)?,
+    })
+}
+
+async fn revoke_families(
+    tx: &tokio_postgres::Transaction<'_>,
+    condition: &str,
+    tenant: &TenantId,
+    id: &str,
+    now: SystemTime,
+) -> Result<u64, StoreError> {
+    Ok(tx
+        .execute(
+            &format!(
+                "UPDATE refresh_families SET revoked_at = $3 \
+                 WHERE tenant_id = $1 AND {condition} = $2 AND revoked_at IS NULL"
+            ),
+            &[&tenant.as_str(), &id, &now],
+        )
+        .await?)
+}
+
+impl Store {
+    /// Registers a client.
+    pub async fn insert_client(
+        &self,
+        client: &ClientRecord,
+        audit: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        tx.execute(
+            "INSERT INTO clients (tenant_id, id, name, secret_hash, grant_types, scopes, \
+             audience, allowed_origins, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &client.tenant_id.as_str(),
+                &client.id,
+                &client.name,
+                &client.secret_hash,
+                &client.grant_types,
+                &client.scopes,
+                &client.audience,
+                &client.allowed_origins,
+                &client.created_at,
+            ],
+        )
+        .await?;
+        insert_audit(&tx, audit, client.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A client of the tenant, enabled or not.
+    pub async fn oauth_client(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        let conn = self.client().await?;
+        let row = conn
+            .query_opt(
+                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE tenant_id = $1 AND id = $2"),
+                &[&tenant.as_str(), &id],
+            )
+            .await?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    /// Replaces an enabled client's secret; the old one keeps working until
+    /// `previous_expires_at`. `false` when there is no such enabled client.
+    pub async fn rotate_client_secret(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        new_hash: &[u8],
+        previous_expires_at: SystemTime,
+        audit: &NewAuditEvent,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        let changed = tx
+            .execute(
+                "UPDATE clients SET previous_secret_hash = secret_hash, \
+                 previous_secret_expires_at = $4, secret_hash = $3 \
+                 WHERE tenant_id = $1 AND id = $2 AND disabled_at IS NULL",
+                &[&tenant.as_str(), &id, &new_hash, &previous_expires_at],
+            )
+            .await?;
+        if changed == 1 {
+            insert_audit(&tx, audit, now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Disables a client and revokes its refresh-token families; `false`
+    /// when there is no such client.
+    pub async fn disable_client(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        audit: &NewAuditEvent,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        let exists = tx
+            .query_opt(
+                "SELECT disabled_at IS NULL FROM clients WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                &[&tenant.as_str(), &id],
+            )
+            .await?;
+        let Some(exists) = exists else {
+            return Ok(false);
+        };
+        let enabled: bool = exists.try_get(0)?;
+        if enabled {
+            tx.execute(
+                "UPDATE clients SET disabled_at = $3 WHERE tenant_id = $1 AND id = $2",
+                &[&tenant.as_str(), &id, &now],
+            )
+            .await?;
+            revoke_families(&tx, "client_id", tenant, id, now).await?;
+            insert_audit(&tx, audit, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Creates a user. [`StoreError::Conflict`] when the username is taken.
+    pub async fn insert_user(
+        &self,
+        user: &UserRecord,
+        audit: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO users (tenant_id, id, username, password_hash, roles, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &user.tenant_id.as_str(),
+                    &user.id,
+                    &user.username,
+                    &user.password_hash,
+                    &user.roles,
+                    &user.created_at,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict);
+        }
+        insert_audit(&tx, audit, user.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A user by login name, enabled or not.
+    pub async fn user_by_name(
+        &self,
+        tenant: &TenantId,
+        username: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let conn = self.client().await?;
+        let row = conn
+            .query_opt(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND username = $2"),
+                &[&tenant.as_str(), &username],
+            )
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// A user by id, enabled or not.
+    pub async fn user(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let conn = self.client().await?;
+        let row = conn
+            .query_opt(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"),
+                &[&tenant.as_str(), &id],
+            )
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// Disables a user and revokes its refresh-token families; `false` when
+    /// there is no such user.
+    pub async fn disable_user(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        audit: &NewAuditEvent,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        let exists = tx
+            .query_opt(
+                "SELECT disabled_at IS NULL FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                &[&tenant.as_str(), &id],
+            )
+            .await?;
+        let Some(exists) = exists else {
+            return Ok(false);
+        };
+        let enabled: bool = exists.try_get(0)?;
+        if enabled {
+            tx.execute(
+                "UPDATE users SET disabled_at = $3 WHERE tenant_id = $1 AND id = $2",
+                &[&tenant.as_str(), &id, &now],
+            )
+            .await?;
+            revoke_families(&tx, "user_id", tenant, id, now).await?;
+            insert_audit(&tx, audit, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Starts a refresh-token family (a login) with its first token.
+    #[allow(clippy::too_many_arguments, reason = "one row of each table")]
+    pub async fn start_refresh_family(
+        &self,
+        family_id: &str,
+        tenant: &TenantId,
+        client_id: &str,
+        user_id: &str,
+        expires_at: SystemTime,
+        first: &NewRefreshToken,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        tx.execute(
+            "INSERT INTO refresh_families (id, tenant_id, client_id, user_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&family_id, &tenant.as_str(), &client_id, &user_id, &now, &expires_at],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &first.hash,
+                &family_id,
+                &first.scope,
+                &now,
+                &first.idle_expires_at,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A refresh token of the tenant by hash.
+    pub async fn refresh_token(
+        &self,
+        tenant: &TenantId,
+        hash: &[u8],
+    ) -> Result<Option<RefreshRecord>, StoreError> {
+        let conn = self.client().await?;
+        let row = conn
+            .query_opt(
+                "SELECT f.id, f.tenant_id, f.client_id, f.user_id, t.scope, t.issued_at, \
+                 t.idle_expires_at, f.expires_at, t.spent_at, f.revoked_at \
+                 FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+                 WHERE t.token_hash = $1 AND f.tenant_id = $2",
+                &[&hash, &tenant.as_str()],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(RefreshRecord {
+                family_id: row.try_get(0)?,
+                tenant_id: tenant_from(&row)?,
+                client_id: row.try_get(2)?,
+                user_id: row.try_get(3)?,
+                scope: row.try_get(4)?,
+                issued_at: row.try_get(5)?,
+                idle_expires_at: row.try_get(6)?,
+                family_expires_at: row.try_get(7)?,
+                spent_at: row.try_get(8)?,
+                revoked_at: row.try_get(9)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Spends the token `old_hash` and stores `next` in its family, unless
+    /// the token was spent already (then the family is revoked and
+    /// `reuse_audit` recorded) or the family is dead. One transaction, so
+    /// two concurrent redemptions of one token cannot both succeed.
+    pub async fn rotate_refresh_token(
+        &self,
+        old_hash: &[u8],
+        next: &NewRefreshToken,
+        reuse_audit: &NewAuditEvent,
+        now: SystemTime,
+    ) -> Result<Redemption, StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT f.id, t.spent_at IS NOT NULL, f.revoked_at IS NULL AND f.expires_at > $2 \
+                 AND t.idle_expires_at > $2 \
+                 FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+                 WHERE t.token_hash = $1 FOR UPDATE OF t, f",
+                &[&old_hash, &now],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(Redemption::Dead);
+        };
+        let family: String = row.try_get(0)?;
+        let spent: bool = row.try_get(1)?;
+        let alive: bool = row.try_get(2)?;
+        if spent {
+            let revoked = tx
+                .execute(
+                    "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                    &[&family, &now],
+                )
+                .await?;
+            if revoked == 1 {
+                insert_audit(&tx, reuse_audit, now).await?;
+            }
+            tx.commit().await?;
+            return Ok(Redemption::ReuseDetected);
+        }
+        if !alive {
+            return Ok(Redemption::Dead);
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET spent_at = $2 WHERE token_hash = $1",
+            &[&old_hash, &now],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &next.hash,
+                &family,
+                &next.scope,
+                &now,
+                &next.idle_expires_at,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Redemption::Rotated)
+    }
+
+    /// Revokes the family of a refresh token if it belongs to `client_id`
+    /// (RFC 7009); `false` when there is no such token of that client.
+    pub async fn revoke_refresh_family(
+        &self,
+        tenant: &TenantId,
+        client_id: &str,
+        hash: &[u8],
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let conn = self.client().await?;
+        let changed = conn
+            .execute(
+                "UPDATE refresh_families f SET revoked_at = coalesce(f.revoked_at, $4) \
+                 FROM refresh_tokens t WHERE t.family_id = f.id AND t.token_hash = $3 \
+                 AND f.tenant_id = $1 AND f.client_id = $2",
+                &[&tenant.as_str(), &client_id, &hash, &now],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// Records a revoked access token until it expires.
+    pub async fn revoke_access_token(
+        &self,
+        tenant: &TenantId,
+        jti: &str,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let conn = self.client().await?;
+        conn.execute(
+            "INSERT INTO revoked_access_tokens (tenant_id, jti, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            &[&tenant.as_str(), &jti, &expires_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether an access token was revoked.
+    pub async fn is_access_token_revoked(
+        &self,
+        tenant: &TenantId,
+        jti: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.client().await?;
+        let row = conn
+            .query_opt(
+                "SELECT 1 FROM revoked_access_tokens WHERE tenant_id = $1 AND jti = $2",
+                &[&tenant.as_str(), &jti],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+}
+
+fn tenant_from(row: &Row) -> Result<TenantId, StoreError> {
+    tenant(row, 1)
+}

@@ -1,0 +1,608 @@
+//! Client authentication and the three grants of the token endpoint, plus
+//! introspection and revocation, which authenticate clients the same way.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keysilo_coord::Event;
+use keysilo_store::{ClientRecord, NewAuditEvent, NewRefreshToken, Redemption};
+use keysilo_tokens::{AccessTokenClaims, Expectations, VerifiedAccessToken};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::OAuthError;
+use super::credentials::{new_secret, random_token, refresh_token_hash, same_digest};
+use super::passwords::PasswordError;
+use super::scope::{self, ADMIN};
+use crate::clock;
+use crate::error::ApiError;
+use crate::keys::TenantEntry;
+use crate::state::AppState;
+
+/// The role that may obtain the `admin` scope.
+pub const TENANT_ADMIN_ROLE: &str = "tenant-admin";
+
+/// Grant types a client can be registered for.
+pub const GRANT_TYPES: [&str; 3] = ["client_credentials", "password", "refresh_token"];
+
+/// Parameters of a form body; a repeated parameter is an error
+/// (RFC 6749 §3.1).
+pub fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    let mut params = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(OAuthError::InvalidRequest(format!(
+                "parameter `{name}` is repeated"
+            )));
+        }
+    }
+    Ok(params)
+}
+
+/// Checks that the body is a form (RFC 6749 §3.2).
+pub fn require_form(req: &HttpRequest) -> Result<(), OAuthError> {
+    let is_form = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if is_form {
+        Ok(())
+    } else {
+        Err(OAuthError::InvalidRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ))
+    }
+}
+
+/// Credentials a client presented.
+pub struct ClientCredentials {
+    id: String,
+    secret: Zeroizing<String>,
+    basic: bool,
+}
+
+fn form_decode(raw: &str) -> String {
+    url::form_urlencoded::parse(format!("v={raw}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Takes the client's credentials from HTTP Basic (RFC 6749 §2.3.1, values
+/// form-encoded) or from the body; using both is an error.
+pub fn client_credentials(
+    req: &HttpRequest,
+    params: &mut HashMap<String, String>,
+) -> Result<ClientCredentials, OAuthError> {
+    let basic = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, encoded)| encoded.trim().to_owned());
+    let body_id = params.remove("client_id");
+    let body_secret = params.remove("client_secret").map(Zeroizing::new);
+    if let Some(encoded) = basic {
+        if body_secret.is_some() {
+            return Err(OAuthError::InvalidRequest(
+                "use one client authentication method, not two".into(),
+            ));
+        }
+        let decoded = STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(Zeroizing::new)
+            .ok_or(OAuthError::InvalidClient { basic: true })?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or(OAuthError::InvalidClient { basic: true })?;
+        let id = form_decode(id);
+        if body_id.as_ref().is_some_and(|body| body != &id) {
+            return Err(OAuthError::InvalidRequest(
+                "client_id differs from the authenticated client".into(),
+            ));
+        }
+        return Ok(ClientCredentials {
+            id,
+            secret: Zeroizing::new(form_decode(secret)),
+            basic: true,
+        });
+    }
+    match (body_id, body_secret) {
+        (Some(id), Some(secret)) => Ok(ClientCredentials {
+            id,
+            secret,
+            basic: false,
+        }),
+        _ => Err(OAuthError::InvalidClient { basic: false }),
+    }
+}
+
+/// Authenticates a client of `tenant`. Unknown, disabled and wrong-secret
+/// clients are indistinguishable; the secret is compared as keyed digests
+/// in constant time, the previous secret only until its overlap ends.
+pub async fn authenticate(
+    state: &AppState,
+    tenant: &TenantEntry,
+    credentials: &ClientCredentials,
+) -> Result<Arc<ClientRecord>, ApiError> {
+    let failed = OAuthError::InvalidClient {
+        basic: credentials.basic,
+    };
+    let presented = state
+        .secrets
+        .hash(&credentials.secret)
+        .map_err(|err| ApiError::Unexpected(err.into()))?;
+    let client = if credentials.id.len() > 128 {
+        None
+    } else {
+        state
+            .clients
+            .get(&tenant.tenant.id, &credentials.id)
+            .await?
+    };
+    let Some(client) = client else {
+        return Err(failed.into());
+    };
+    let current = same_digest(&presented, &client.secret_hash);
+    let previous = client
+        .previous_secret_hash
+        .as_deref()
+        .zip(client.previous_secret_expires_at)
+        .is_some_and(|(hash, until)| until > clock::now() && same_digest(&presented, hash));
+    if current || previous {
+        Ok(client)
+    } else {
+        Err(failed.into())
+    }
+}
+
+/// What the token endpoint answers on success.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i32,
+    scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+fn registered(client: &ClientRecord, grant: &str) -> Result<(), OAuthError> {
+    if client.grant_types.iter().any(|g| g == grant) {
+        Ok(())
+    } else {
+        Err(OAuthError::UnauthorizedClient)
+    }
+}
+
+/// The scope granted: the requested one if it is within `allowed`,
+/// otherwise `invalid_scope`; `default` when none was requested.
+fn grant_scope(
+    requested: Option<&String>,
+    allowed: &BTreeSet<String>,
+    default: BTreeSet<String>,
+) -> Result<BTreeSet<String>, OAuthError> {
+    let Some(raw) = requested else {
+        return Ok(default);
+    };
+    let requested = scope::parse(raw).ok_or(OAuthError::InvalidScope)?;
+    if requested.is_empty() {
+        return Ok(default);
+    }
+    if requested.is_subset(allowed) {
+        Ok(requested)
+    } else {
+        Err(OAuthError::InvalidScope)
+    }
+}
+
+fn mint(
+    state: &AppState,
+    tenant: &TenantEntry,
+    client: &ClientRecord,
+    subject: &str,
+    scope: &BTreeSet<String>,
+    roles: &[String],
+) -> Result<String, ApiError> {
+    let signing = tenant.signing.as_ref().ok_or_else(|| {
+        ApiError::Unavailable(anyhow::anyhow!(
+            "tenant {} has no usable signing key",
+            tenant.tenant.id
+        ))
+    })?;
+    let now = clock::unix_seconds();
+    let ttl = u64::try_from(tenant.tenant.token_ttl_seconds).unwrap_or(900);
+    let audience = if client.audience.is_empty() {
+        vec![state.settings.tokens.default_audience.clone()]
+    } else {
+        client.audience.clone()
+    };
+    let claims = AccessTokenClaims {
+        issuer: state.cache.issuer(&tenant.tenant.id),
+        subject: subject.to_owned(),
+        audience,
+        client_id: client.id.clone(),
+        scope: scope::join(scope),
+        tenant: tenant.tenant.id.clone(),
+        jti: random_token(16).map_err(|err| ApiError::Unexpected(err.into()))?,
+        issued_at: now,
+        expires_at: now + ttl,
+        allowed_origins: client.allowed_origins.clone(),
+        roles: roles.to_vec(),
+    };
+    keysilo_tokens::mint(&claims, signing).map_err(|err| ApiError::Unexpected(err.into()))
+}
+
+fn response(
+    tenant: &TenantEntry,
+    access_token: String,
+    scope: &BTreeSet<String>,
+    refresh_token: Option<String>,
+) -> TokenResponse {
+    TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: tenant.tenant.token_ttl_seconds,
+        scope: scope::join(scope),
+        refresh_token,
+    }
+}
+
+/// `grant_type=client_credentials`: a token for the client itself; never
+/// the `admin` scope.
+pub fn client_credentials_grant(
+    state: &AppState,
+    tenant: &TenantEntry,
+    client: &ClientRecord,
+    params: &HashMap<String, String>,
+) -> Result<TokenResponse, ApiError> {
+    registered(client, "client_credentials")?;
+    let allowed: BTreeSet<String> = client
+        .scopes
+        .iter()
+        .filter(|s| *s != ADMIN)
+        .cloned()
+        .collect();
+    let scope = grant_scope(params.get("scope"), &allowed, allowed.clone())?;
+    let token = mint(state, tenant, client, &client.id, &scope, &[])?;
+    Ok(response(tenant, token, &scope, None))
+}
+
+fn password_error(err: PasswordError) -> ApiError {
+    match err {
+        PasswordError::Busy => OAuthError::TemporarilyUnavailable.into(),
+        other => ApiError::Unexpected(other.into()),
+    }
+}
+
+fn seconds(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A new refresh token and its row; it idles out within the family's life.
+fn new_refresh_token(
+    state: &AppState,
+    scope: &BTreeSet<String>,
+    family_expires: std::time::SystemTime,
+) -> Result<(String, NewRefreshToken), ApiError> {
+    let token = new_secret().map_err(|err| ApiError::Unexpected(err.into()))?;
+    let idle = clock::now()
+        .checked_add(seconds(state.settings.tokens.refresh_token_idle_seconds))
+        .unwrap_or(family_expires)
+        .min(family_expires);
+    let row = NewRefreshToken {
+        hash: refresh_token_hash(&token),
+        scope: scope::join(scope),
+        idle_expires_at: idle,
+    };
+    Ok((token, row))
+}
+
+/// `grant_type=password`.
+pub async fn password_grant(
+    state: &AppState,
+    tenant: &TenantEntry,
+    client: &ClientRecord,
+    params: &mut HashMap<String, String>,
+) -> Result<TokenResponse, ApiError> {
+    registered(client, "password")?;
+    let (Some(username), Some(password)) = (params.remove("username"), params.remove("password"))
+    else {
+        return Err(OAuthError::InvalidRequest("username and password are required".into()).into());
+    };
+    let password = Zeroizing::new(password);
+    let limit_key = format!("{}/{}", tenant.tenant.id, username);
+    state
+        .limits
+        .password_allowed(&limit_key)
+        .map_err(OAuthError::RateLimited)?;
+    let user = if username.len() > 200 {
+        None
+    } else {
+        state
+            .store
+            .user_by_name(&tenant.tenant.id, &username)
+            .await?
+    }
+    .filter(|u| u.disabled_at.is_none());
+    // An unknown user is checked against a dummy hash: same cost, same
+    // answer as a wrong password.
+    let matches = state
+        .passwords
+        .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await
+        .map_err(password_error)?;
+    let Some(user) = user.filter(|_| matches) else {
+        state.limits.password_failed(&limit_key);
+        return Err(OAuthError::InvalidGrant("invalid username or password").into());
+    };
+    state.limits.password_succeeded(&limit_key);
+
+    let mut allowed: BTreeSet<String> = client
+        .scopes
+        .iter()
+        .filter(|s| *s != ADMIN)
+        .cloned()
+        .collect();
+    let default = allowed.clone();
+    if user.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
+        allowed.insert(ADMIN.to_owned());
+    }
+    let scope = grant_scope(params.get("scope"), &allowed, default)?;
+    let token = mint(state, tenant, client, &user.id, &scope, &user.roles)?;
+    let refresh = if client.grant_types.iter().any(|g| g == "refresh_token") {
+        let now = clock::now();
+        let family_expires = now
+            .checked_add(seconds(
+                state.settings.tokens.refresh_token_lifetime_seconds,
+            ))
+            .unwrap_or(now);
+        let (token, row) = new_refresh_token(state, &scope, family_expires)?;
+        let family = random_token(16).map_err(|err| ApiError::Unexpected(err.into()))?;
+        state
+            .store
+            .start_refresh_family(
+                &family,
+                &tenant.tenant.id,
+                &client.id,
+                &user.id,
+                family_expires,
+                &row,
+                now,
+            )
+            .await?;
+        Some(token)
+    } else {
+        None
+    };
+    Ok(response(tenant, token, &scope, refresh))
+}
+
+/// `grant_type=refresh_token`: the presented token is spent and replaced;
+/// presenting a spent one revokes its whole family.
+pub async fn refresh_token_grant(
+    state: &AppState,
+    tenant: &TenantEntry,
+    client: &ClientRecord,
+    params: &HashMap<String, String>,
+) -> Result<TokenResponse, ApiError> {
+    registered(client, "refresh_token")?;
+    let presented = params
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
+    let invalid = OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked");
+    let hash = refresh_token_hash(presented);
+    let record = state
+        .store
+        .refresh_token(&tenant.tenant.id, &hash)
+        .await?
+        .filter(|r| r.client_id == client.id)
+        .ok_or(OAuthError::InvalidGrant(
+            "the refresh token is invalid, expired or revoked",
+        ))?;
+    let user = state
+        .store
+        .user(&tenant.tenant.id, &record.user_id)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or(OAuthError::InvalidGrant(
+            "the refresh token is invalid, expired or revoked",
+        ))?;
+    let mut original = scope::parse(&record.scope).unwrap_or_default();
+    if !user.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
+        original.remove(ADMIN);
+    }
+    let scope = grant_scope(params.get("scope"), &original, original.clone())?;
+    let (next, row) = new_refresh_token(state, &scope, record.family_expires_at)?;
+    let audit = NewAuditEvent {
+        tenant_id: Some(tenant.tenant.id.clone()),
+        kind: "refresh_token.reused",
+        actor: client.id.clone(),
+        details: serde_json::json!({ "family": record.family_id, "user": record.user_id }),
+    };
+    match state
+        .store
+        .rotate_refresh_token(&hash, &row, &audit, clock::now())
+        .await?
+    {
+        Redemption::Rotated => {}
+        Redemption::ReuseDetected => {
+            tracing::warn!(tenant = %tenant.tenant.id, client = %client.id, family = %record.family_id,
+                "refresh token reuse detected; family revoked");
+            return Err(invalid.into());
+        }
+        Redemption::Dead => return Err(invalid.into()),
+    }
+    let token = mint(state, tenant, client, &user.id, &scope, &user.roles)?;
+    Ok(response(tenant, token, &scope, Some(next)))
+}
+
+/// Verifies an access token of `tenant` and checks that nothing it
+/// depends on was revoked or disabled since it was issued.
+pub async fn live_access_token(
+    state: &AppState,
+    tenant: &TenantEntry,
+    token: &str,
+) -> Result<Option<VerifiedAccessToken>, ApiError> {
+    let issuer = state.cache.issuer(&tenant.tenant.id);
+    let expect = Expectations {
+        issuer: &issuer,
+        audience: None,
+        now: clock::unix_seconds(),
+        skew: 0,
+    };
+    let Ok(verified) = keysilo_tokens::verify(token, &tenant.verifiers, &expect) else {
+        return Ok(None);
+    };
+    let claims = verified.claims();
+    if state
+        .store
+        .is_access_token_revoked(&tenant.tenant.id, &claims.jti)
+        .await?
+    {
+        return Ok(None);
+    }
+    if state
+        .clients
+        .get(&tenant.tenant.id, &claims.client_id)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    if claims.subject != claims.client_id {
+        let user = state.store.user(&tenant.tenant.id, &claims.subject).await?;
+        if user.is_none_or(|u| u.disabled_at.is_some()) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(verified))
+}
+
+/// RFC 7662 introspection of an access or refresh token of `tenant`.
+pub async fn introspect(
+    state: &AppState,
+    tenant: &TenantEntry,
+    token: &str,
+) -> Result<serde_json::Value, ApiError> {
+    if token.split('.').count() == 3 {
+        if let Some(verified) = live_access_token(state, tenant, token).await? {
+            let c = verified.claims();
+            let mut answer = serde_json::json!({
+                "active": true,
+                "token_type": "Bearer",
+                "scope": c.scope,
+                "client_id": c.client_id,
+                "sub": c.subject,
+                "aud": c.audience,
+                "iss": c.issuer,
+                "exp": c.expires_at,
+                "iat": c.issued_at,
+                "jti": c.jti,
+                "tid": c.tenant,
+            });
+            if c.subject != c.client_id
+                && let Some(user) = state.store.user(&tenant.tenant.id, &c.subject).await?
+                && let Some(fields) = answer.as_object_mut()
+            {
+                fields.insert("username".into(), user.username.into());
+            }
+            return Ok(answer);
+        }
+        return Ok(serde_json::json!({ "active": false }));
+    }
+    let now = clock::now();
+    let record = state
+        .store
+        .refresh_token(&tenant.tenant.id, &refresh_token_hash(token))
+        .await?;
+    let Some(record) = record.filter(|r| {
+        r.spent_at.is_none()
+            && r.revoked_at.is_none()
+            && r.idle_expires_at > now
+            && r.family_expires_at > now
+    }) else {
+        return Ok(serde_json::json!({ "active": false }));
+    };
+    let user_ok = state
+        .store
+        .user(&tenant.tenant.id, &record.user_id)
+        .await?
+        .is_some_and(|u| u.disabled_at.is_none());
+    let client_ok = state
+        .clients
+        .get(&tenant.tenant.id, &record.client_id)
+        .await?
+        .is_some();
+    if !(user_ok && client_ok) {
+        return Ok(serde_json::json!({ "active": false }));
+    }
+    Ok(serde_json::json!({
+        "active": true,
+        "token_type": "refresh_token",
+        "scope": record.scope,
+        "client_id": record.client_id,
+        "sub": record.user_id,
+        "iss": state.cache.issuer(&tenant.tenant.id),
+        "exp": clock::unix_of(record.idle_expires_at.min(record.family_expires_at)),
+        "iat": clock::unix_of(record.issued_at),
+    }))
+}
+
+/// RFC 7009 revocation by `client`: its refresh tokens (the whole family)
+/// and its access tokens (by `jti`, until they expire). Tokens of other
+/// clients and unknown tokens are left alone, and the answer is the same.
+pub async fn revoke(
+    state: &AppState,
+    tenant: &TenantEntry,
+    client: &ClientRecord,
+    token: &str,
+) -> Result<(), ApiError> {
+    if token.split('.').count() == 3 {
+        let Some(verified) = live_access_token(state, tenant, token).await? else {
+            return Ok(());
+        };
+        let claims = verified.claims();
+        if claims.client_id != client.id {
+            return Ok(());
+        }
+        state
+            .store
+            .revoke_access_token(
+                &tenant.tenant.id,
+                &claims.jti,
+                clock::from_unix(claims.expires_at),
+            )
+            .await?;
+        state
+            .keys
+            .publish(Event {
+                jti: Some((claims.jti.clone(), claims.expires_at)),
+                client: Some(client.id.clone()),
+                ..Event::about("token.revoked", &tenant.tenant.id)
+            })
+            .await;
+        return Ok(());
+    }
+    let hash = refresh_token_hash(token);
+    state
+        .store
+        .revoke_refresh_family(&tenant.tenant.id, &client.id, &hash, clock::now())
+        .await?;
+    Ok(())
+}

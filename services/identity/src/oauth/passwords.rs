@@ -1,0 +1,133 @@
+//! argon2id password hashing on a bounded pool.
+//!
+//! Each check takes tens of milliseconds of CPU and ~19 MiB of memory, so
+//! checks run on blocking threads, at most `password_workers` at once and
+//! at most `password_queue_limit` waiting; beyond that the caller gets
+//! `Busy` at once. A flood of password requests therefore cannot take the
+//! async workers (and with them `client_credentials` traffic) down.
+//! An unknown user is checked against a dummy hash with the same
+//! parameters, so it costs what a wrong password costs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use keysilo_config::TokenSettings;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+/// Why a password operation did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// Too many checks are waiting already.
+    #[error("the password pool is saturated")]
+    Busy,
+    /// Hashing failed (bad parameters, out of memory).
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    /// The blocking task failed.
+    #[error("password task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The pool and the parameters.
+#[derive(Clone)]
+pub struct Passwords {
+    params: Params,
+    permits: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    queue_limit: usize,
+    dummy: Arc<String>,
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passwords")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+fn argon2(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+fn hash_with(params: &Params, password: &[u8]) -> Result<String, PasswordError> {
+    let mut salt = [0u8; 16];
+    openssl::rand::rand_bytes(&mut salt).map_err(|err| PasswordError::Hash(err.to_string()))?;
+    argon2(params)
+        .hash_password_with_salt(password, &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|err| PasswordError::Hash(err.to_string()))
+}
+
+impl Passwords {
+    /// Builds the pool; computes the dummy hash (one hash's worth of CPU).
+    pub fn new(settings: &TokenSettings) -> Result<Self, PasswordError> {
+        let params = Params::new(
+            settings.password_hash_memory_kib,
+            settings.password_hash_iterations,
+            settings.password_hash_parallelism,
+            None,
+        )
+        .map_err(|err| PasswordError::Hash(err.to_string()))?;
+        let workers = settings
+            .password_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        let dummy = hash_with(&params, b"keysilo dummy password for unknown users")?;
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(workers)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            queue_limit: settings.password_queue_limit,
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue_limit {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(PasswordError::Busy);
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = permit.map_err(|_| PasswordError::Busy)?;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let outcome = work();
+            drop(permit);
+            outcome
+        })
+        .await?;
+        Ok(outcome)
+    }
+
+    /// Hashes a new password.
+    pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, PasswordError> {
+        let params = self.params.clone();
+        self.run(move || hash_with(&params, password.as_bytes()))
+            .await?
+    }
+
+    /// Whether `password` matches `stored`; an absent user is checked
+    /// against the dummy hash and never matches.
+    pub async fn verify(
+        &self,
+        password: Zeroizing<String>,
+        stored: Option<String>,
+    ) -> Result<bool, PasswordError> {
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| self.dummy.as_str().to_owned());
+        let params = self.params.clone();
+        let matches = self
+            .run(move || {
+                argon2(&params)
+                    .verify_password(password.as_bytes(), hash.as_str())
+                    .is_ok()
+            })
+            .await?;
+        Ok(known && matches)
+    }
+}

@@ -1,0 +1,131 @@
+//! `/{T}/oauth2/token`, `/{T}/oauth2/introspect` and `/{T}/oauth2/revoke`.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt as _;
+
+use super::tenants::tenant_in_path;
+use crate::error::ApiError;
+use crate::keys::TenantEntry;
+use crate::oauth::OAuthError;
+use crate::oauth::grants::{self, ClientCredentials};
+use crate::state::AppState;
+
+/// Largest form body accepted by the OAuth2 endpoints.
+const FORM_LIMIT: usize = 16 * 1024;
+
+/// Reads the body, refusing more than [`FORM_LIMIT`] bytes with a 413.
+async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::BadRequest("unreadable body".into()))?;
+        if body.len() + chunk.len() > FORM_LIMIT {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Everything the three endpoints do first: the tenant (404 if unknown or
+/// disabled), the per-address limit, the form, and client authentication.
+async fn prelude(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    payload: web::Payload,
+) -> Result<
+    (
+        Arc<TenantEntry>,
+        Arc<keysilo_store::ClientRecord>,
+        std::collections::HashMap<String, String>,
+    ),
+    ApiError,
+> {
+    let id = tenant_in_path(tenant)?;
+    let tenant = state.cache.get(&id).await?.ok_or(ApiError::NotFound)?;
+    if let Some(peer) = req.peer_addr() {
+        state
+            .limits
+            .address(peer.ip())
+            .map_err(OAuthError::RateLimited)?;
+    }
+    grants::require_form(req)?;
+    let body = read_body(payload).await?;
+    let mut params = grants::parse_form(&body)?;
+    let credentials: ClientCredentials = grants::client_credentials(req, &mut params)?;
+    let client = grants::authenticate(state, &tenant, &credentials).await?;
+    Ok((tenant, client, params))
+}
+
+fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    response
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Pragma", "no-cache"));
+    response
+}
+
+/// `POST /{T}/oauth2/token` (RFC 6749): `client_credentials`, `password`
+/// and `refresh_token`. **Permissions:** an authenticated client of `T`.
+pub async fn post_token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, client, mut params) = prelude(&req, &state, &path, payload).await?;
+    state
+        .limits
+        .client(&format!("{}/{}", tenant.tenant.id, client.id))
+        .map_err(OAuthError::RateLimited)?;
+    let grant = params
+        .remove("grant_type")
+        .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
+    let response = match grant.as_str() {
+        "client_credentials" => {
+            grants::client_credentials_grant(&state, &tenant, &client, &params)?
+        }
+        "password" => grants::password_grant(&state, &tenant, &client, &mut params).await?,
+        "refresh_token" => grants::refresh_token_grant(&state, &tenant, &client, &params).await?,
+        _ => return Err(OAuthError::UnsupportedGrantType.into()),
+    };
+    state
+        .metrics
+        .token_issued(tenant.tenant.id.as_str(), &grant);
+    Ok(no_store(HttpResponse::Ok()).json(response))
+}
+
+/// `POST /{T}/oauth2/introspect` (RFC 7662): `{"active":false}` for
+/// anything expired, revoked, foreign or malformed. **Permissions:** an
+/// authenticated client of `T`.
+pub async fn post_introspect(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, _client, params) = prelude(&req, &state, &path, payload).await?;
+    let token = params
+        .get("token")
+        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    let answer = grants::introspect(&state, &tenant, token).await?;
+    Ok(no_store(HttpResponse::Ok()).json(answer))
+}
+
+/// `POST /{T}/oauth2/revoke` (RFC 7009): `200` whatever the token was.
+/// **Permissions:** an authenticated client of `T`; it can revoke only its
+/// own tokens.
+pub async fn post_revoke(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, client, params) = prelude(&req, &state, &path, payload).await?;
+    let token = params
+        .get("token")
+        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    grants::revoke(&state, &tenant, &client, token).await?;
+    Ok(no_store(HttpResponse::Ok()).finish())
+}
