@@ -245,6 +245,66 @@ impl TestApp {
         body["events"].as_array().unwrap().clone()
     }
 
+    /// Registers a client; returns `(client_id, client_secret)`.
+    pub async fn create_client(&self, tenant: &str, body: serde_json::Value) -> (String, String) {
+        let response = self
+            .admin_post(&format!("/tenants/{tenant}/clients"), body)
+            .await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let body: serde_json::Value = response.json().await.unwrap();
+        (
+            body["client_id"].as_str().unwrap().to_owned(),
+            body["client_secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Creates a user; returns its id.
+    pub async fn create_user(
+        &self,
+        tenant: &str,
+        username: &str,
+        password: &str,
+        roles: &[&str],
+    ) -> String {
+        let response = self
+            .admin_post(
+                &format!("/tenants/{tenant}/users"),
+                serde_json::json!({ "username": username, "password": password, "roles": roles }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A form POST to `/{tenant}/oauth2/{endpoint}` authenticated with
+    /// HTTP Basic.
+    pub async fn oauth_basic(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+        client: (&str, &str),
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/{tenant}/oauth2/{endpoint}", self.address))
+            .basic_auth(client.0, Some(client.1))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A token request authenticated with HTTP Basic.
+    pub async fn token(
+        &self,
+        tenant: &str,
+        client: (&str, &str),
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.oauth_basic(tenant, "token", client, form).await
+    }
+
     /// The tenant's keys as the admin API lists them.
     pub async fn keys(&self, tenant: &str) -> Vec<serde_json::Value> {
         let response = self.admin_get(&format!("/tenants/{tenant}/keys")).await;

@@ -16,6 +16,7 @@ mod binary;
 mod events;
 mod health;
 mod keys;
+mod oauth;
 mod readiness;
 mod rotation;
 mod tenants;
