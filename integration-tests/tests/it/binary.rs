@@ -254,3 +254,70 @@ async fn the_cli_reports_master_key_status_and_rewraps() {
         serde_json::json!([{ "version": 2, "keys": 1 }])
     );
 }
+
+#[tokio::test]
+async fn bootstrap_makes_a_usable_demo_tenant_once_and_keeps_its_credentials_private() {
+    let database = create_database().await;
+    let app = crate::helpers::spawn_app_with(TestConfig::new(&database), database.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keysilo.toml");
+    write(&config, &TestConfig::new(&database).toml, 0o600);
+    let output = dir.path().join("demo.json");
+    let password = db_password();
+    let env = [
+        ("KEYSILO_SECRET_ADMIN_API_KEY", ADMIN_KEY),
+        ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY_V1),
+        ("KEYSILO_SECRET_CLIENT_SECRET_PEPPER", PEPPER),
+        ("KEYSILO_SECRET_DATABASE_PASSWORD", password.as_str()),
+    ];
+    let run = || {
+        let output = identity(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "bootstrap",
+                "--tenant",
+                "demo",
+                "--output",
+                output.to_str().unwrap(),
+            ],
+            &env,
+        )
+        .output()
+        .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+
+    let first = run();
+    let second = run();
+
+    assert_eq!(first, second);
+    let mode = std::fs::metadata(&output).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let machine = (
+        first["machine_client_id"].as_str().unwrap(),
+        first["machine_client_secret"].as_str().unwrap(),
+    );
+    let token = app
+        .token("demo", machine, &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(token.status(), 200);
+    let dashboard = (
+        first["dashboard_client_id"].as_str().unwrap(),
+        first["dashboard_client_secret"].as_str().unwrap(),
+    );
+    let login = app
+        .token(
+            "demo",
+            dashboard,
+            &[
+                ("grant_type", "password"),
+                ("username", "admin"),
+                ("password", first["password"].as_str().unwrap()),
+                ("scope", "admin"),
+            ],
+        )
+        .await;
+    assert_eq!(login.status(), 200);
+}

@@ -880,3 +880,63 @@ async fn a_third_party_oauth2_client_obtains_and_refreshes_tokens() {
         other => panic!("expected an invalid_grant response, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_warm_client_credentials_request_touches_neither_postgres_nor_redis() {
+    let f = Fixture::new().await;
+    let cc = [("grant_type", "client_credentials")];
+    f.ok(f.app.token("acme", f.m2m(), &cc).await).await; // warm the caches
+    let (db, redis) = (f.app.state.store.checkouts(), f.app.state.coord.checkouts());
+
+    for _ in 0..20 {
+        f.ok(f.app.token("acme", f.m2m(), &cc).await).await;
+    }
+
+    assert_eq!(f.app.state.store.checkouts(), db, "PostgreSQL was used");
+    assert_eq!(f.app.state.coord.checkouts(), redis, "Redis was used");
+}
+
+#[tokio::test]
+async fn a_password_flood_is_refused_early_while_machine_clients_keep_their_tokens() {
+    let database = create_database().await;
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_TOKENS__PASSWORD_WORKERS", "1")
+        .set("KEYSILO_TOKENS__PASSWORD_QUEUE_LIMIT", "2")
+        .set("KEYSILO_LIMITS__PASSWORD_FAILURES_BEFORE_BACKOFF", "1000");
+    let f = Fixture::on(spawn_app_with(config, database).await).await;
+
+    let flood: Vec<_> = (0..24)
+        .map(|_| {
+            f.app.token(
+                "acme",
+                f.dashboard(),
+                &[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", "wrong password"),
+                ],
+            )
+        })
+        .collect();
+    let machines: Vec<_> = (0..10)
+        .map(|_| {
+            f.app
+                .token("acme", f.m2m(), &[("grant_type", "client_credentials")])
+        })
+        .collect();
+    let (flood, machines) = tokio::join!(
+        futures_util::future::join_all(flood),
+        futures_util::future::join_all(machines)
+    );
+
+    let statuses: Vec<u16> = flood.iter().map(|r| r.status().as_u16()).collect();
+    assert!(
+        statuses.contains(&503),
+        "the pool should shed load: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 400 | 503)),
+        "{statuses:?}"
+    );
+    assert!(machines.iter().all(|r| r.status() == 200));
+}

@@ -24,6 +24,17 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Create a demo tenant with a machine client, a dashboard client and a
+    /// tenant admin, and write their credentials to a file (mode 0600);
+    /// when the file exists already, print what it holds.
+    Bootstrap {
+        /// The tenant to create.
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// Where the credentials go.
+        #[arg(long, default_value = ".local/demo.json")]
+        output: PathBuf,
+    },
     /// Master key operations.
     MasterKey {
         /// What to do.

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bootstrap;
 pub mod cli;
 pub mod clock;
 pub mod error;

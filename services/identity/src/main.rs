@@ -26,6 +26,15 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Migrate => runtime().and_then(|rt| rt.block_on(migrate(&settings))),
+        Command::Bootstrap { tenant, output } => runtime().and_then(|rt| {
+            let saved = rt
+                .block_on(keysilo_identity::bootstrap::bootstrap(
+                    settings, &tenant, &output,
+                ))
+                .context("Failed to bootstrap")?;
+            println!("{saved:#}");
+            Ok(())
+        }),
         Command::MasterKey { command } => {
             runtime().and_then(|rt| rt.block_on(master_key(settings, command)))
         }

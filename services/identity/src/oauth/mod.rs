@@ -8,6 +8,7 @@ pub mod error;
 pub mod grants;
 pub mod limits;
 pub mod passwords;
+pub mod registry;
 pub mod scope;
 
 pub use error::OAuthError;

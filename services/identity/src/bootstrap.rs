@@ -1,0 +1,149 @@
+//! `keysilo-identity bootstrap`: a demo tenant with a machine client, a
+//! dashboard client and a tenant admin, for a first run. Idempotent: the
+//! credentials are written once (mode 0600) and reused afterwards.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use keysilo_config::Settings;
+use keysilo_coord::Coord;
+use keysilo_store::Store;
+use keysilo_types::TenantId;
+use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+use crate::keys::{KeyError, KeyService};
+use crate::oauth::credentials::{SecretHasher, new_secret};
+use crate::oauth::passwords::Passwords;
+use crate::oauth::registry::{NewClient, NewUser, Registry};
+
+/// Why bootstrapping failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The tenant id is not valid.
+    #[error("invalid tenant id: {0}")]
+    TenantId(#[from] keysilo_types::IdError),
+    /// Setting up or talking to a dependency failed.
+    #[error("{0}")]
+    Setup(String),
+    /// The tenant exists but its credentials file is gone: secrets cannot
+    /// be shown twice.
+    #[error(
+        "tenant {0} exists but {1} is missing; its secrets cannot be recovered: \
+         bootstrap another tenant id, or rotate the clients' secrets with the admin API"
+    )]
+    Orphaned(String, String),
+    /// The credentials file could not be read or written.
+    #[error("cannot use {path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn setup(err: impl std::fmt::Display) -> BootstrapError {
+    BootstrapError::Setup(err.to_string())
+}
+
+fn api(err: ApiError) -> BootstrapError {
+    BootstrapError::Setup(format!("{err:?}"))
+}
+
+/// Creates the demo tenant and its principals, or returns the saved ones.
+pub async fn bootstrap(
+    settings: Settings,
+    tenant: &str,
+    output: &Path,
+) -> Result<serde_json::Value, BootstrapError> {
+    let tenant = TenantId::parse(tenant)?;
+    let file_error = |source| BootstrapError::File {
+        path: output.display().to_string(),
+        source,
+    };
+    if let Ok(saved) = std::fs::read_to_string(output) {
+        let saved: serde_json::Value = serde_json::from_str(&saved).map_err(setup)?;
+        if saved.get("tenant").and_then(|t| t.as_str()) == Some(tenant.as_str()) {
+            return Ok(saved);
+        }
+    }
+    let settings = Arc::new(settings);
+    let store = Store::new(&settings.database).map_err(setup)?;
+    let coord = Coord::new(&settings.redis).map_err(setup)?;
+    let keys = KeyService::new(settings.clone(), store.clone(), coord).map_err(setup)?;
+    let secrets = SecretHasher::new(&settings.tokens.client_secret_pepper).map_err(setup)?;
+    let passwords = Passwords::new(&settings.tokens).map_err(setup)?;
+    let registry = Registry {
+        store: &store,
+        secrets: &secrets,
+        passwords: &passwords,
+    };
+    match keys
+        .create_tenant(tenant.clone(), "Demo".into(), 900, "bootstrap")
+        .await
+    {
+        Ok(_) => {}
+        Err(KeyError::TenantExists) => {
+            return Err(BootstrapError::Orphaned(
+                tenant.to_string(),
+                output.display().to_string(),
+            ));
+        }
+        Err(err) => return Err(setup(err)),
+    }
+    let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
+    let machine = NewClient::parse(
+        "demo machine client",
+        strings(&["client_credentials"]),
+        strings(&["read", "write"]),
+        strings(&["demo-api"]),
+        Vec::new(),
+    )
+    .map_err(api)?;
+    let dashboard = NewClient::parse(
+        "demo dashboard",
+        strings(&["password", "refresh_token"]),
+        strings(&["read"]),
+        strings(&["demo-api"]),
+        strings(&["http://localhost:3000"]),
+    )
+    .map_err(api)?;
+    let (machine, machine_secret) = registry
+        .create_client(&tenant, machine, "bootstrap")
+        .await
+        .map_err(api)?;
+    let (dashboard, dashboard_secret) = registry
+        .create_client(&tenant, dashboard, "bootstrap")
+        .await
+        .map_err(api)?;
+    let password = Zeroizing::new(new_secret().map_err(setup)?);
+    let admin =
+        NewUser::parse("admin", password.clone(), strings(&["tenant-admin"])).map_err(api)?;
+    let admin = registry
+        .create_user(&tenant, admin, "bootstrap")
+        .await
+        .map_err(api)?;
+    let saved = serde_json::json!({
+        "tenant": tenant,
+        "issuer": format!("{}/{}", settings.server.public_base_url, tenant),
+        "machine_client_id": machine.id,
+        "machine_client_secret": machine_secret.as_str(),
+        "dashboard_client_id": dashboard.id,
+        "dashboard_client_secret": dashboard_secret.as_str(),
+        "username": admin.username,
+        "password": password.as_str(),
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(file_error)?;
+    file.write_all(saved.to_string().as_bytes())
+        .map_err(file_error)?;
+    Ok(saved)
+}
