@@ -130,7 +130,7 @@ fn config_validate_accepts_a_good_configuration() {
 }
 
 #[tokio::test]
-async fn a_start_up_with_secrets_at_debug_level_logs_none_of_them_and_stops_on_sigterm() {
+async fn a_start_up_and_token_flows_at_debug_level_log_no_secret_and_it_stops_on_sigterm() {
     let database = create_database().await;
     let dir = tempfile::tempdir().unwrap();
     let secrets = dir.path().join("secrets");
@@ -180,6 +180,7 @@ async fn a_start_up_with_secrets_at_debug_level_logs_none_of_them_and_stops_on_s
         .send()
         .await
         .unwrap();
+    let flows = exercise_token_flows(&client, &base).await;
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
@@ -196,7 +197,10 @@ async fn a_start_up_with_secrets_at_debug_level_logs_none_of_them_and_stops_on_s
     );
     assert!(logs.contains("identity service stopped"), "{logs}");
     assert!(logs.lines().count() > 3, "expected debug logs:\n{logs}");
-    for secret in [ADMIN_KEY, MASTER_KEY_V1, PEPPER, password.as_str()] {
+    for secret in [ADMIN_KEY, MASTER_KEY_V1, PEPPER, password.as_str()]
+        .into_iter()
+        .chain(flows.iter().map(String::as_str))
+    {
         assert!(
             !logs.contains(secret),
             "a secret leaked into the logs:\n{logs}"
@@ -320,4 +324,115 @@ async fn bootstrap_makes_a_usable_demo_tenant_once_and_keeps_its_credentials_pri
         )
         .await;
     assert_eq!(login.status(), 200);
+}
+
+/// Creates a tenant, a client and a user, then runs the password and
+/// refresh grants, introspection and revocation, including failures.
+/// Returns every secret value that went over the wire.
+async fn exercise_token_flows(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let admin = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{base}/admin/v1{path}"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+    };
+    admin(
+        "/tenants",
+        serde_json::json!({ "id": "acme", "display_name": "Acme" }),
+    )
+    .await
+    .unwrap();
+    let created: serde_json::Value = admin(
+        "/tenants/acme/clients",
+        serde_json::json!({ "name": "app", "grant_types": ["password", "refresh_token"] }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let user_password = "a very secret password 123";
+    admin(
+        "/tenants/acme/users",
+        serde_json::json!({ "username": "alice", "password": user_password }),
+    )
+    .await
+    .unwrap();
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let post = |endpoint: &str, form: Vec<(&str, String)>| {
+        client
+            .post(format!("{base}/acme/oauth2/{endpoint}"))
+            .basic_auth(&id, Some(&secret))
+            .form(&form)
+            .send()
+    };
+    let login: serde_json::Value = post(
+        "token",
+        vec![
+            ("grant_type", "password".into()),
+            ("username", "alice".into()),
+            ("password", user_password.into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    post(
+        "token",
+        vec![
+            ("grant_type", "password".into()),
+            ("username", "alice".into()),
+            ("password", "wrong horse".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    let renewed: serde_json::Value = post(
+        "token",
+        vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", refresh.clone()),
+        ],
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    // Reuse of the spent token, then introspection and revocation.
+    post(
+        "token",
+        vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", refresh.clone()),
+        ],
+    )
+    .await
+    .unwrap();
+    post("introspect", vec![("token", access.clone())])
+        .await
+        .unwrap();
+    post("revoke", vec![("token", access.clone())])
+        .await
+        .unwrap();
+    let renewed_refresh = renewed["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    vec![
+        secret,
+        user_password.to_owned(),
+        access,
+        refresh,
+        renewed_refresh,
+    ]
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect()
 }
