@@ -940,3 +940,56 @@ async fn a_password_flood_is_refused_early_while_machine_clients_keep_their_toke
     );
     assert!(machines.iter().all(|r| r.status() == 200));
 }
+
+#[tokio::test]
+async fn refresh_tokens_die_when_idle_and_families_at_their_absolute_lifetime() {
+    let database = create_database().await;
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_TOKENS__REFRESH_TOKEN_LIFETIME_SECONDS", "3")
+        .set("KEYSILO_TOKENS__REFRESH_TOKEN_IDLE_SECONDS", "1");
+    let f = Fixture::on(spawn_app_with(config, database).await).await;
+    let refresh = |token: String| {
+        let f = &f;
+        async move {
+            f.app
+                .token(
+                    "acme",
+                    f.dashboard(),
+                    &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+                )
+                .await
+        }
+    };
+
+    // Idle: unused for longer than a second.
+    let idle = f.ok(f.password("alice", &[]).await).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let late = refresh(idle["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(error_of(late).await, (400, "invalid_grant".into()));
+
+    // Absolute: kept busy, the family still ends three seconds after login.
+    let login = f.ok(f.password("alice", &[]).await).await;
+    let mut token = login["refresh_token"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let outcome = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let response = refresh(token.clone()).await;
+        if response.status() != 200 {
+            break (error_of(response).await, started.elapsed());
+        }
+        token = f.ok(response).await["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "the family never ended"
+        );
+    };
+    assert_eq!(outcome.0, (400, "invalid_grant".into()));
+    assert!(
+        outcome.1 >= Duration::from_millis(2500),
+        "ended early: {:?}",
+        outcome.1
+    );
+}
