@@ -44,7 +44,7 @@ impl Fixture {
                 json!({
                     "name": "dashboard",
                     "grant_types": ["password", "refresh_token"],
-                    "scopes": ["read", "profile"],
+                    "scopes": ["read", "profile", "admin"],
                 }),
             )
             .await;
@@ -269,6 +269,31 @@ async fn admin_scope_needs_the_tenant_admin_role() {
     assert_eq!(granted["scope"], "admin read");
     let claims = claims_of(granted["access_token"].as_str().unwrap());
     assert_eq!(claims["sub"], f.admin);
+    // Admin tokens are for the issuer's own admin API, nobody else's.
+    let issuer = format!("{}/acme", f.app.state.settings.server.public_base_url);
+    assert_eq!(claims["aud"], issuer);
+    // Without `admin` in its registration, a client cannot obtain it.
+    let (id, secret) = f
+        .app
+        .create_client(
+            "acme",
+            json!({ "name": "plain", "grant_types": ["password"], "scopes": ["read"] }),
+        )
+        .await;
+    let refused = f
+        .app
+        .token(
+            "acme",
+            (&id, &secret),
+            &[
+                ("grant_type", "password"),
+                ("username", "root"),
+                ("password", PASSWORD),
+                ("scope", "admin"),
+            ],
+        )
+        .await;
+    assert_eq!(error_of(refused).await, (400, "invalid_scope".into()));
 }
 
 #[tokio::test]
@@ -992,4 +1017,180 @@ async fn refresh_tokens_die_when_idle_and_families_at_their_absolute_lifetime() 
         "ended early: {:?}",
         outcome.1
     );
+}
+
+#[tokio::test]
+async fn a_spent_refresh_token_replayed_with_any_scope_still_revokes_its_family() {
+    let f = Fixture::new().await;
+    let login = f.ok(f.password("alice", &[]).await).await;
+    let r1 = login["refresh_token"].as_str().unwrap().to_owned();
+    let next = f
+        .ok(f
+            .app
+            .token(
+                "acme",
+                f.dashboard(),
+                &[("grant_type", "refresh_token"), ("refresh_token", &r1)],
+            )
+            .await)
+        .await;
+
+    let replay = f
+        .app
+        .token(
+            "acme",
+            f.dashboard(),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r1),
+                ("scope", "nonsense"),
+            ],
+        )
+        .await;
+
+    assert_eq!(error_of(replay).await, (400, "invalid_grant".into()));
+    let r2 = next["refresh_token"].as_str().unwrap();
+    let dead = f
+        .app
+        .token(
+            "acme",
+            f.dashboard(),
+            &[("grant_type", "refresh_token"), ("refresh_token", r2)],
+        )
+        .await;
+    assert_eq!(error_of(dead).await, (400, "invalid_grant".into()));
+}
+
+#[tokio::test]
+async fn a_narrowed_refresh_keeps_the_original_scope_for_the_next_one() {
+    let f = Fixture::new().await;
+    let login = f.ok(f.password("alice", &[]).await).await;
+
+    let narrow = f
+        .ok(f
+            .app
+            .token(
+                "acme",
+                f.dashboard(),
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", login["refresh_token"].as_str().unwrap()),
+                    ("scope", "read"),
+                ],
+            )
+            .await)
+        .await;
+    let wide_again = f
+        .ok(f
+            .app
+            .token(
+                "acme",
+                f.dashboard(),
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", narrow["refresh_token"].as_str().unwrap()),
+                ],
+            )
+            .await)
+        .await;
+
+    assert_eq!(narrow["scope"], "read");
+    assert_eq!(wide_again["scope"], "profile read");
+}
+
+#[tokio::test]
+async fn odd_input_gets_4xx_and_every_oauth_answer_is_no_store() {
+    let f = Fixture::new().await;
+    let url = format!("{}/acme/oauth2/token", f.app.address);
+    let form = |body: &'static str| {
+        f.app
+            .client
+            .post(&url)
+            .basic_auth(&f.m2m.0, Some(&f.m2m.1))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+
+    // An empty parameter counts as absent (RFC 6749 §3.1).
+    assert_eq!(
+        error_of(form("grant_type=").await.unwrap()).await,
+        (400, "invalid_request".into())
+    );
+    // NUL bytes never reach the database.
+    let nul_client = f
+        .app
+        .client
+        .post(&url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "a\0b"),
+            ("client_secret", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(nul_client).await, (401, "invalid_client".into()));
+    let nul_user = f
+        .app
+        .token(
+            "acme",
+            f.dashboard(),
+            &[
+                ("grant_type", "password"),
+                ("username", "al\0ice"),
+                ("password", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(error_of(nul_user).await, (400, "invalid_grant".into()));
+    // A malformed Basic header is a Basic failure, with its challenge.
+    let malformed = f
+        .app
+        .client
+        .post(&url)
+        .header("authorization", "Basic")
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert!(malformed.headers().contains_key("www-authenticate"));
+    assert_eq!(error_of(malformed).await, (401, "invalid_client".into()));
+    // Even a 404 of the token endpoint must not be cached.
+    let missing = f
+        .app
+        .token("no-such", f.m2m(), &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["cache-control"], "no-store");
+    let nul_path = f
+        .app
+        .admin(reqwest::Method::DELETE, "/tenants/acme/clients/a%00b")
+        .send()
+        .await
+        .unwrap();
+    assert!(nul_path.status().is_client_error(), "{}", nul_path.status());
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_clients_are_told_apart_by_forwarded_address() {
+    let database = create_database().await;
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_LIMITS__TOKEN_PER_ADDRESS_PER_SECOND", "1")
+        .set("KEYSILO_LIMITS__TOKEN_BURST", "1")
+        .set("KEYSILO_LIMITS__TRUSTED_PROXIES", r#"["127.0.0.1"]"#);
+    let f = Fixture::on(spawn_app_with(config, database).await).await;
+    let from = |address: &'static str| {
+        f.app
+            .client
+            .post(format!("{}/acme/oauth2/token", f.app.address))
+            .basic_auth(&f.m2m.0, Some(&f.m2m.1))
+            .header("x-forwarded-for", address)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 200);
+    assert_eq!(from("203.0.113.2").await.unwrap().status(), 200);
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 429);
 }

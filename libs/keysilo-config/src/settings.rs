@@ -78,6 +78,9 @@ pub struct LimitSettings {
     pub password_failures_before_backoff: u32,
     /// Longest back-off after repeated wrong passwords.
     pub password_backoff_max_seconds: u64,
+    /// Load balancers and proxies whose `X-Forwarded-For` is believed when
+    /// telling clients apart by address; empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// `[server]`
@@ -418,6 +421,7 @@ struct RawLimits {
     token_burst: u32,
     password_failures_before_backoff: u32,
     password_backoff_max_seconds: u64,
+    trusted_proxies: Vec<String>,
 }
 
 impl Default for RawLimits {
@@ -428,6 +432,7 @@ impl Default for RawLimits {
             token_burst: 1000,
             password_failures_before_backoff: 5,
             password_backoff_max_seconds: 900,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -721,7 +726,22 @@ pub(crate) fn build(
             86_400,
             problems,
         );
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| match p.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    problems.push(Problem::new(
+                        "limits.trusted_proxies",
+                        format!("`{p}` is not an IP address"),
+                    ));
+                    None
+                }
+            })
+            .collect();
         LimitSettings {
+            trusted_proxies,
             token_per_client_per_second: raw.token_per_client_per_second,
             token_per_address_per_second: raw.token_per_address_per_second,
             token_burst: raw.token_burst,

@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The TLS settings could not be applied.
     #[error("cannot set up TLS to PostgreSQL")]
     Tls(#[source] openssl::error::ErrorStack),
+    /// A value cannot be stored or looked up (a NUL byte in text, say).
+    #[error("a value has characters the database refuses")]
+    InvalidInput,
     /// The row to create exists already.
     #[error("already exists")]
     Conflict,
@@ -82,6 +85,11 @@ impl From<tokio_postgres::Error> for StoreError {
             SqlState::CANNOT_CONNECT_NOW,
             SqlState::TOO_MANY_CONNECTIONS,
         ];
+        if err.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE)
+            || err.code() == Some(&SqlState::UNTRANSLATABLE_CHARACTER)
+        {
+            return Self::InvalidInput;
+        }
         let transient = err.code().is_some_and(|code| TRANSIENT.contains(code));
         if err.is_closed() || err.as_db_error().is_none() || transient {
             Self::Unavailable(Box::new(err))

@@ -522,6 +522,30 @@ impl Store {
         Ok(Redemption::Rotated)
     }
 
+    /// Revokes the family of a spent refresh token that was presented again,
+    /// and records `audit` if this call revoked it.
+    pub async fn revoke_refresh_family_for_reuse(
+        &self,
+        hash: &[u8],
+        audit: &NewAuditEvent,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        let revoked = tx
+            .execute(
+                "UPDATE refresh_families f SET revoked_at = $2 FROM refresh_tokens t \
+                 WHERE t.family_id = f.id AND t.token_hash = $1 AND f.revoked_at IS NULL",
+                &[&hash, &now],
+            )
+            .await?;
+        if revoked > 0 {
+            insert_audit(&tx, audit, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Revokes the family of a refresh token if it belongs to `client_id`
     /// (RFC 7009); `false` when there is no such token of that client.
     pub async fn revoke_refresh_family(

@@ -57,8 +57,14 @@ impl FromRequest for PlatformAdmin {
 /// The bearer token of an admin API call, not yet checked: tenant-scoped
 /// routes accept the platform key or a tenant admin's access token, which
 /// can only be checked once the tenant is known (see [`authorize_tenant`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminCaller(Option<String>);
+
+impl std::fmt::Debug for AdminCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminCaller([REDACTED])")
+    }
+}
 
 impl FromRequest for AdminCaller {
     type Error = ApiError;
@@ -110,6 +116,12 @@ pub async fn authorize_tenant(
         .await?
         .ok_or(ApiError::InvalidToken)?;
     let claims = verified.claims();
+    // Admin-scoped tokens are audienced to the issuer itself; anything else
+    // was meant for some other resource server.
+    let issuer = state.cache.issuer(tenant);
+    if !claims.audience.contains(&issuer) {
+        return Err(ApiError::Forbidden);
+    }
     let has_scope = claims
         .scope
         .split(' ')

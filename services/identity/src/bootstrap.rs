@@ -107,7 +107,7 @@ pub async fn bootstrap(
     let dashboard = NewClient::parse(
         "demo dashboard",
         strings(&["password", "refresh_token"]),
-        strings(&["read"]),
+        strings(&["read", "admin"]),
         strings(&["demo-api"]),
         strings(&["http://localhost:3000"]),
     )

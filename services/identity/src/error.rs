@@ -50,6 +50,9 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Unavailable(_) => Self::Unavailable(err.into()),
             StoreError::NotFound => Self::NotFound,
+            StoreError::InvalidInput => {
+                Self::BadRequest("a value contains characters that are not allowed".into())
+            }
             other => Self::Unexpected(other.into()),
         }
     }

@@ -34,6 +34,10 @@ pub const GRANT_TYPES: [&str; 3] = ["client_credentials", "password", "refresh_t
 pub fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
     let mut params = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(body) {
+        // RFC 6749 §3.1: a parameter sent without a value is omitted.
+        if value.is_empty() {
+            continue;
+        }
         if params
             .insert(name.to_string(), value.into_owned())
             .is_some()
@@ -73,11 +77,19 @@ pub struct ClientCredentials {
     basic: bool,
 }
 
-fn form_decode(raw: &str) -> String {
-    url::form_urlencoded::parse(format!("v={raw}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+/// Decodes one `application/x-www-form-urlencoded` value (RFC 6749
+/// §2.3.1): `+` is a space, `%XX` a byte.
+fn form_decode(raw: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// Whether a value may be looked up: no control characters (PostgreSQL
+/// refuses NUL in text) and a sane length.
+pub fn plain(value: &str, max: usize) -> bool {
+    !value.is_empty() && value.len() <= max && !value.chars().any(char::is_control)
 }
 
 /// Takes the client's credentials from HTTP Basic (RFC 6749 §2.3.1, values
@@ -86,13 +98,19 @@ pub fn client_credentials(
     req: &HttpRequest,
     params: &mut HashMap<String, String>,
 ) -> Result<ClientCredentials, OAuthError> {
-    let basic = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-        .map(|(_, encoded)| encoded.trim().to_owned());
+    let basic_failed = OAuthError::InvalidClient { basic: true };
+    let basic = match req.headers().get("authorization") {
+        None => None,
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| OAuthError::InvalidClient { basic: true })?;
+            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+            scheme
+                .eq_ignore_ascii_case("basic")
+                .then(|| rest.trim().to_owned())
+        }
+    };
     let body_id = params.remove("client_id");
     let body_secret = params.remove("client_secret").map(Zeroizing::new);
     if let Some(encoded) = basic {
@@ -110,7 +128,8 @@ pub fn client_credentials(
         let (id, secret) = decoded
             .split_once(':')
             .ok_or(OAuthError::InvalidClient { basic: true })?;
-        let id = form_decode(id);
+        let id = form_decode(id).ok_or(OAuthError::InvalidClient { basic: true })?;
+        let secret = Zeroizing::new(form_decode(secret).ok_or(basic_failed)?);
         if body_id.as_ref().is_some_and(|body| body != &id) {
             return Err(OAuthError::InvalidRequest(
                 "client_id differs from the authenticated client".into(),
@@ -118,7 +137,7 @@ pub fn client_credentials(
         }
         return Ok(ClientCredentials {
             id,
-            secret: Zeroizing::new(form_decode(secret)),
+            secret,
             basic: true,
         });
     }
@@ -147,7 +166,7 @@ pub async fn authenticate(
         .secrets
         .hash(&credentials.secret)
         .map_err(|err| ApiError::Unexpected(err.into()))?;
-    let client = if credentials.id.len() > 128 {
+    let client = if !plain(&credentials.id, 128) {
         None
     } else {
         state
@@ -171,8 +190,8 @@ pub async fn authenticate(
     }
 }
 
-/// What the token endpoint answers on success.
-#[derive(Debug, Serialize)]
+/// What the token endpoint answers on success; its `Debug` shows no token.
+#[derive(Serialize)]
 pub struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -180,6 +199,15 @@ pub struct TokenResponse {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("scope", &self.scope)
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
 }
 
 fn registered(client: &ClientRecord, grant: &str) -> Result<(), OAuthError> {
@@ -227,13 +255,18 @@ fn mint(
     })?;
     let now = clock::unix_seconds();
     let ttl = u64::try_from(tenant.tenant.token_ttl_seconds).unwrap_or(900);
-    let audience = if client.audience.is_empty() {
+    let issuer = state.cache.issuer(&tenant.tenant.id);
+    // A token carrying `admin` is for this issuer's admin API only, so that
+    // no resource server that receives it can replay it there.
+    let audience = if scope.contains(ADMIN) {
+        vec![issuer.clone()]
+    } else if client.audience.is_empty() {
         vec![state.settings.tokens.default_audience.clone()]
     } else {
         client.audience.clone()
     };
     let claims = AccessTokenClaims {
-        issuer: state.cache.issuer(&tenant.tenant.id),
+        issuer,
         subject: subject.to_owned(),
         audience,
         client_id: client.id.clone(),
@@ -326,20 +359,22 @@ pub async fn password_grant(
         return Err(OAuthError::InvalidRequest("username and password are required".into()).into());
     };
     let password = Zeroizing::new(password);
+    let wrong = OAuthError::InvalidGrant("invalid username or password");
+    if !plain(&username, 200) {
+        return Err(wrong.into());
+    }
     let limit_key = format!("{}/{}", tenant.tenant.id, username);
+    // The attempt counts as a failure until it succeeds, so that parallel
+    // guesses cannot all slip in before the first one is judged.
     state
         .limits
-        .password_allowed(&limit_key)
+        .password_attempt(&limit_key)
         .map_err(OAuthError::RateLimited)?;
-    let user = if username.len() > 200 {
-        None
-    } else {
-        state
-            .store
-            .user_by_name(&tenant.tenant.id, &username)
-            .await?
-    }
-    .filter(|u| u.disabled_at.is_none());
+    let user = state
+        .store
+        .user_by_name(&tenant.tenant.id, &username)
+        .await?
+        .filter(|u| u.disabled_at.is_none());
     // An unknown user is checked against a dummy hash: same cost, same
     // answer as a wrong password.
     let matches = state
@@ -348,21 +383,19 @@ pub async fn password_grant(
         .await
         .map_err(password_error)?;
     let Some(user) = user.filter(|_| matches) else {
-        state.limits.password_failed(&limit_key);
-        return Err(OAuthError::InvalidGrant("invalid username or password").into());
+        return Err(wrong.into());
     };
     state.limits.password_succeeded(&limit_key);
 
-    let mut allowed: BTreeSet<String> = client
+    // `admin` needs both the client registered for it and the user in role.
+    let is_admin = user.roles.iter().any(|r| r == TENANT_ADMIN_ROLE);
+    let allowed: BTreeSet<String> = client
         .scopes
         .iter()
-        .filter(|s| *s != ADMIN)
+        .filter(|s| *s != ADMIN || is_admin)
         .cloned()
         .collect();
-    let default = allowed.clone();
-    if user.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
-        allowed.insert(ADMIN.to_owned());
-    }
+    let default: BTreeSet<String> = allowed.iter().filter(|s| *s != ADMIN).cloned().collect();
     let scope = grant_scope(params.get("scope"), &allowed, default)?;
     let token = mint(state, tenant, client, &user.id, &scope, &user.roles)?;
     let refresh = if client.grant_types.iter().any(|g| g == "refresh_token") {
@@ -405,51 +438,70 @@ pub async fn refresh_token_grant(
     let presented = params
         .get("refresh_token")
         .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
-    let invalid = OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked");
+    let invalid = || OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked");
     let hash = refresh_token_hash(presented);
     let record = state
         .store
         .refresh_token(&tenant.tenant.id, &hash)
         .await?
         .filter(|r| r.client_id == client.id)
-        .ok_or(OAuthError::InvalidGrant(
-            "the refresh token is invalid, expired or revoked",
-        ))?;
-    let user = state
-        .store
-        .user(&tenant.tenant.id, &record.user_id)
-        .await?
-        .filter(|u| u.disabled_at.is_none())
-        .ok_or(OAuthError::InvalidGrant(
-            "the refresh token is invalid, expired or revoked",
-        ))?;
-    let mut original = scope::parse(&record.scope).unwrap_or_default();
-    if !user.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
-        original.remove(ADMIN);
-    }
-    let scope = grant_scope(params.get("scope"), &original, original.clone())?;
-    let (next, row) = new_refresh_token(state, &scope, record.family_expires_at)?;
-    let audit = NewAuditEvent {
+        .ok_or_else(invalid)?;
+    let reuse_audit = NewAuditEvent {
         tenant_id: Some(tenant.tenant.id.clone()),
         kind: "refresh_token.reused",
         actor: client.id.clone(),
         details: serde_json::json!({ "family": record.family_id, "user": record.user_id }),
     };
+    let now = clock::now();
+    // A spent token is reuse whatever else the request says: revoke the
+    // family before looking at anything else (scope included), so that a
+    // replay can neither skip detection nor learn anything.
+    let dead = record.revoked_at.is_some()
+        || record.idle_expires_at <= now
+        || record.family_expires_at <= now;
+    if record.spent_at.is_some() {
+        state
+            .store
+            .revoke_refresh_family_for_reuse(&hash, &reuse_audit, now)
+            .await?;
+        tracing::warn!(tenant = %tenant.tenant.id, client = %client.id, family = %record.family_id,
+            "refresh token reuse detected; family revoked");
+        return Err(invalid().into());
+    }
+    if dead {
+        return Err(invalid().into());
+    }
+    let user = state
+        .store
+        .user(&tenant.tenant.id, &record.user_id)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or_else(invalid)?;
+    let mut original = scope::parse(&record.scope).unwrap_or_default();
+    if !user.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
+        original.remove(ADMIN);
+    }
+    let scope = grant_scope(params.get("scope"), &original, original.clone())?;
+    // Mint before spending the presented token: should minting fail, the
+    // client can retry with the same refresh token instead of tripping
+    // reuse detection.
+    let token = mint(state, tenant, client, &user.id, &scope, &user.roles)?;
+    // The successor keeps the originally granted scope (RFC 6749 §6): only
+    // this access token is narrowed.
+    let (next, row) = new_refresh_token(state, &original, record.family_expires_at)?;
     match state
         .store
-        .rotate_refresh_token(&hash, &row, &audit, clock::now())
+        .rotate_refresh_token(&hash, &row, &reuse_audit, now)
         .await?
     {
-        Redemption::Rotated => {}
+        Redemption::Rotated => Ok(response(tenant, token, &scope, Some(next))),
         Redemption::ReuseDetected => {
             tracing::warn!(tenant = %tenant.tenant.id, client = %client.id, family = %record.family_id,
                 "refresh token reuse detected; family revoked");
-            return Err(invalid.into());
+            Err(invalid().into())
         }
-        Redemption::Dead => return Err(invalid.into()),
+        Redemption::Dead => Err(invalid().into()),
     }
-    let token = mint(state, tenant, client, &user.id, &scope, &user.roles)?;
-    Ok(response(tenant, token, &scope, Some(next)))
 }
 
 /// Verifies an access token of `tenant` and checks that nothing it
@@ -464,7 +516,7 @@ pub async fn live_access_token(
         issuer: &issuer,
         audience: None,
         now: clock::unix_seconds(),
-        skew: 0,
+        skew: state.settings.keys.clock_skew_seconds,
     };
     let Ok(verified) = keysilo_tokens::verify(token, &tenant.verifiers, &expect) else {
         return Ok(None);

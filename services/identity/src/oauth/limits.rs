@@ -11,6 +11,9 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use keysilo_config::LimitSettings;
 
+/// Usernames tracked for back-off at most.
+const MAX_TRACKED: usize = 100_000;
+
 struct Failures {
     count: u32,
     blocked_until: Option<Instant>,
@@ -75,36 +78,45 @@ impl Limits {
         self.wait(self.per_client.check_key(&key.to_owned()))
     }
 
-    /// Whether a password attempt for `key` (`tenant/username`) may be made.
-    pub fn password_allowed(&self, key: &str) -> Result<(), Duration> {
+    /// Admits a password attempt for `key` (`tenant/username`) unless it is
+    /// backing off, and counts it as a failure until
+    /// [`Limits::password_succeeded`] says otherwise, so that parallel
+    /// guesses cannot all slip in before the first is judged. After the free
+    /// attempts each further one doubles the back-off, up to the maximum.
+    pub fn password_attempt(&self, key: &str) -> Result<(), Duration> {
         let now = Instant::now();
-        let Ok(failures) = self.failures.lock() else {
+        let Ok(mut failures) = self.failures.lock() else {
             return Ok(());
         };
-        match failures.get(key).and_then(|f| f.blocked_until) {
-            Some(until) if until > now => Err(until - now),
-            _ => Ok(()),
+        if let Some(until) = failures.get(key).and_then(|f| f.blocked_until)
+            && until > now
+        {
+            return Err(until - now);
         }
-    }
-
-    /// Records a wrong password: after the free attempts, each further one
-    /// doubles the back-off, up to the maximum.
-    pub fn password_failed(&self, key: &str) {
-        let now = Instant::now();
-        if let Ok(mut failures) = self.failures.lock() {
-            let entry = failures.entry(key.to_owned()).or_insert(Failures {
-                count: 0,
-                blocked_until: None,
-                last: now,
+        if failures.len() >= MAX_TRACKED && !failures.contains_key(key) {
+            // Invented usernames must not grow this without bound: forget
+            // the ones that are neither blocked nor recent.
+            failures.retain(|_, f| {
+                f.blocked_until.is_some_and(|u| u > now)
+                    || now.duration_since(f.last) < Duration::from_secs(60)
             });
-            entry.count = entry.count.saturating_add(1);
-            entry.last = now;
-            if entry.count >= self.free_failures {
-                let doublings = (entry.count - self.free_failures).min(20);
-                let backoff = Duration::from_secs(1u64 << doublings).min(self.max_backoff);
-                entry.blocked_until = Some(now + backoff);
+            if failures.len() >= MAX_TRACKED {
+                return Err(Duration::from_secs(1));
             }
         }
+        let entry = failures.entry(key.to_owned()).or_insert(Failures {
+            count: 0,
+            blocked_until: None,
+            last: now,
+        });
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+        if entry.count >= self.free_failures {
+            let doublings = (entry.count - self.free_failures).min(20);
+            let backoff = Duration::from_secs(1u64 << doublings).min(self.max_backoff);
+            entry.blocked_until = Some(now + backoff);
+        }
+        Ok(())
     }
 
     /// Forgets the failures of `key` after a correct password.

@@ -48,6 +48,22 @@ impl std::fmt::Debug for Passwords {
     }
 }
 
+/// A place in the wait queue, given back on drop.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn join(waiting: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        let queued = Self(waiting);
+        (waiting.fetch_add(1, Ordering::SeqCst) < limit).then_some(queued)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn argon2(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
@@ -88,12 +104,11 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue_limit {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(PasswordError::Busy);
-        }
+        // The guard leaves the queue however this future ends, including
+        // when the caller goes away and drops it while it waits.
+        let queued = Queued::join(&self.waiting, self.queue_limit).ok_or(PasswordError::Busy)?;
         let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(queued);
         let permit = permit.map_err(|_| PasswordError::Busy)?;
         let outcome = tokio::task::spawn_blocking(move || {
             let outcome = work();

@@ -98,7 +98,7 @@ impl NewClient {
             ));
         }
         let audience = unique(audience);
-        if audience.len() > 20 || audience.iter().any(|a| a.is_empty() || a.len() > 200) {
+        if audience.len() > 20 || audience.iter().any(|a| !super::grants::plain(a, 200)) {
             return Err(bad("audience must be at most 20 non-empty values"));
         }
         if allowed_origins.len() > 50 {

@@ -54,6 +54,10 @@ pub async fn post_client(
     path: web::Path<String>,
     body: web::Json<CreateClient>,
 ) -> Result<HttpResponse, ApiError> {
+    // Authenticate before judging the body, so anonymous callers learn
+    // nothing from validation messages.
+    let tenant = tenant_in_path(&path)?;
+    let actor = authorize_tenant(&state, &caller, &tenant).await?;
     let body = body.into_inner();
     let new = NewClient::parse(
         &body.name,
@@ -62,8 +66,6 @@ pub async fn post_client(
         body.audience,
         body.allowed_origins,
     )?;
-    let tenant = tenant_in_path(&path)?;
-    let actor = authorize_tenant(&state, &caller, &tenant).await?;
     live_tenant(&state, &tenant).await?;
     let (record, secret) = registry(&state)
         .create_client(&tenant, new, &actor.name())
@@ -198,9 +200,10 @@ pub async fn post_user(
     body: web::Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let new = NewUser::parse(&body.username, Zeroizing::new(body.password), body.roles)?;
+    let password = Zeroizing::new(body.password);
     let tenant = tenant_in_path(&path)?;
     let actor = authorize_tenant(&state, &caller, &tenant).await?;
+    let new = NewUser::parse(&body.username, password, body.roles)?;
     live_tenant(&state, &tenant).await?;
     let record = registry(&state)
         .create_user(&tenant, new, &actor.name())

@@ -78,14 +78,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/{tenant}/.well-known/openid-configuration",
             web::get().to(well_known::get_metadata),
         )
-        .route("/{tenant}/oauth2/token", web::post().to(oauth::post_token))
-        .route(
-            "/{tenant}/oauth2/introspect",
-            web::post().to(oauth::post_introspect),
-        )
-        .route(
-            "/{tenant}/oauth2/revoke",
-            web::post().to(oauth::post_revoke),
+        .service(
+            // Every answer of the OAuth2 endpoints, errors included, must
+            // not be cached (RFC 6749 §5.1).
+            web::scope("/{tenant}/oauth2")
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add(("Cache-Control", "no-store"))
+                        .add(("Pragma", "no-cache")),
+                )
+                .route("/token", web::post().to(oauth::post_token))
+                .route("/introspect", web::post().to(oauth::post_introspect))
+                .route("/revoke", web::post().to(oauth::post_revoke)),
         )
         .route(
             "/{tenant}/.well-known/jwks",

@@ -45,10 +45,10 @@ async fn prelude(
 > {
     let id = tenant_in_path(tenant)?;
     let tenant = state.cache.get(&id).await?.ok_or(ApiError::NotFound)?;
-    if let Some(peer) = req.peer_addr() {
+    if let Some(address) = client_address(req, &state.settings.limits.trusted_proxies) {
         state
             .limits
-            .address(peer.ip())
+            .address(address)
             .map_err(OAuthError::RateLimited)?;
     }
     grants::require_form(req)?;
@@ -57,6 +57,29 @@ async fn prelude(
     let credentials: ClientCredentials = grants::client_credentials(req, &mut params)?;
     let client = grants::authenticate(state, &tenant, &credentials).await?;
     Ok((tenant, client, params))
+}
+
+/// The caller's address: the TCP peer, unless the peer is a trusted proxy,
+/// in which case the right-most `X-Forwarded-For` entry that is not itself
+/// a trusted proxy (entries further left are the client's own claims).
+fn client_address(req: &HttpRequest, trusted: &[std::net::IpAddr]) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    forwarded
+        .iter()
+        .rev()
+        .filter_map(|hop| hop.parse::<std::net::IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+        .or(Some(peer))
 }
 
 fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
