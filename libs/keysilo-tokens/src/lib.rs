@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod gate;
 #[cfg(test)]
 mod tests;
 

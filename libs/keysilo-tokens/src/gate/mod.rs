@@ -1,0 +1,254 @@
+//! The edge's validation core: what a data-plane node needs besides
+//! [`crate::verify`] to admit a request. Embeddable: no IO, no clock.
+//!
+//! - [`tenant_of_issuer`]: only issuers under the configured identity base
+//!   are trusted, so keys are never fetched for anyone else.
+//! - [`Revocations`]: tenants, keys, clients, users and `jti`s revoked
+//!   since tokens were issued.
+//! - [`check_origin`]: the browser `Origin` rule.
+//! - [`VerifiedCache`]: skips the RSA verification of a token seen before.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+
+use keysilo_types::{Kid, TenantId};
+
+use crate::{AccessTokenClaims, VerifiedAccessToken};
+
+/// The tenant whose issuer `iss` is, if `iss` is `{base}/{tenant}` for the
+/// configured identity `base`; `None` for any other issuer.
+pub fn tenant_of_issuer(base: &str, iss: &str) -> Option<TenantId> {
+    let rest = iss.strip_prefix(base.trim_end_matches('/'))?;
+    TenantId::parse(rest.strip_prefix('/')?).ok()
+}
+
+/// The `iss` claim of a compact JWS, read without verifying anything, to
+/// pick the tenant whose keys will do the verifying.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    if payload.len() > crate::MAX_TOKEN_LEN {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+/// `scheme://host[:port]` in lower case with the default port dropped, as
+/// browsers send `Origin`; `None` for anything else (`null` included).
+pub fn normalize_origin(raw: &str) -> Option<String> {
+    let (scheme, rest) = raw.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return None,
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let host_port = rest.to_ascii_lowercase();
+    // An IPv6 literal keeps its brackets; the port follows the last colon
+    // after them.
+    let (host, port) = match host_port.rfind(':') {
+        Some(i) if !host_port[i..].contains(']') => {
+            let (host, port) = host_port.split_at(i);
+            (
+                host.to_owned(),
+                Some(port.trim_start_matches(':').to_owned()),
+            )
+        }
+        _ => (host_port.clone(), None),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    match port {
+        Some(port) if port != default_port => {
+            port.parse::<u16>().ok()?;
+            Some(format!("{scheme}://{host}:{port}"))
+        }
+        _ => Some(format!("{scheme}://{host}")),
+    }
+}
+
+/// Why a request's `Origin` is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginRejection {
+    /// The token allows some origins, and the request sent none or another.
+    NotAllowed,
+    /// The token allows no origin (a machine token), yet a browser sent one.
+    MachineTokenInBrowser,
+}
+
+/// The origin rule: a token with `allowed_origins` admits only requests
+/// whose `Origin` equals one of them (scheme, host and port, default ports
+/// implied); a token without any admits no request that carries `Origin`.
+pub fn check_origin(allowed: &[String], origin: Option<&str>) -> Result<(), OriginRejection> {
+    match (allowed.is_empty(), origin) {
+        (true, None) => Ok(()),
+        (true, Some(_)) => Err(OriginRejection::MachineTokenInBrowser),
+        (false, None) => Err(OriginRejection::NotAllowed),
+        (false, Some(origin)) => {
+            let origin = normalize_origin(origin).ok_or(OriginRejection::NotAllowed)?;
+            let matches = allowed
+                .iter()
+                .filter_map(|a| normalize_origin(a))
+                .any(|a| a == origin);
+            if matches {
+                Ok(())
+            } else {
+                Err(OriginRejection::NotAllowed)
+            }
+        }
+    }
+}
+
+/// What was revoked that a token depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Revoked {
+    /// The tenant is disabled.
+    Tenant,
+    /// The signing key is revoked.
+    Key,
+    /// The client is disabled.
+    Client,
+    /// The user (`sub`) is disabled.
+    User,
+    /// The token itself (`jti`) is revoked.
+    Token,
+}
+
+/// Everything revoked that tokens may still carry, per tenant.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Revocations {
+    tenants: HashSet<TenantId>,
+    kids: HashSet<(TenantId, Kid)>,
+    clients: HashSet<(TenantId, String)>,
+    users: HashSet<(TenantId, String)>,
+    jtis: HashMap<(TenantId, String), u64>,
+}
+
+impl Revocations {
+    /// Records a disabled tenant.
+    pub fn tenant(&mut self, tenant: TenantId) {
+        self.tenants.insert(tenant);
+    }
+
+    /// Records a revoked key.
+    pub fn kid(&mut self, tenant: TenantId, kid: Kid) {
+        self.kids.insert((tenant, kid));
+    }
+
+    /// Records a disabled client.
+    pub fn client(&mut self, tenant: TenantId, client: String) {
+        self.clients.insert((tenant, client));
+    }
+
+    /// Records a disabled user.
+    pub fn user(&mut self, tenant: TenantId, user: String) {
+        self.users.insert((tenant, user));
+    }
+
+    /// Records a revoked token until it expires.
+    pub fn jti(&mut self, tenant: TenantId, jti: String, expires_at: u64) {
+        self.jtis.insert((tenant, jti), expires_at);
+    }
+
+    /// Forgets revoked tokens that have expired anyway.
+    pub fn purge(&mut self, now: u64) {
+        self.jtis.retain(|_, exp| *exp >= now);
+    }
+
+    /// What, if anything, revokes a token with these claims signed by `kid`.
+    pub fn check(&self, claims: &AccessTokenClaims, kid: &Kid) -> Result<(), Revoked> {
+        let tenant = &claims.tenant;
+        if self.tenants.contains(tenant) {
+            return Err(Revoked::Tenant);
+        }
+        if self.kids.contains(&(tenant.clone(), kid.clone())) {
+            return Err(Revoked::Key);
+        }
+        if self
+            .clients
+            .contains(&(tenant.clone(), claims.client_id.clone()))
+        {
+            return Err(Revoked::Client);
+        }
+        if claims.subject != claims.client_id
+            && self
+                .users
+                .contains(&(tenant.clone(), claims.subject.clone()))
+        {
+            return Err(Revoked::User);
+        }
+        if self
+            .jtis
+            .contains_key(&(tenant.clone(), claims.jti.clone()))
+        {
+            return Err(Revoked::Token);
+        }
+        Ok(())
+    }
+}
+
+/// Tokens whose signature was verified, keyed by SHA-256 of the token, so
+/// a token presented again (every forward-auth call of a session) skips
+/// the RSA verification. Claims are re-checked against expiry and
+/// revocations on every hit; this caches the signature only.
+#[derive(Debug)]
+pub struct VerifiedCache {
+    entries: HashMap<[u8; 32], VerifiedAccessToken>,
+    capacity: usize,
+}
+
+impl VerifiedCache {
+    /// A cache of at most `capacity` tokens.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// The verified token for `digest` if it has not expired at `now`.
+    pub fn get(&self, digest: &[u8; 32], now: u64, skew: u64) -> Option<&VerifiedAccessToken> {
+        self.entries
+            .get(digest)
+            .filter(|t| t.claims().expires_at.saturating_add(skew) > now)
+    }
+
+    /// Remembers a verified token; when full, expired entries go first and,
+    /// if that is not enough, everything does (a cache, not a store).
+    pub fn insert(&mut self, digest: [u8; 32], token: VerifiedAccessToken, now: u64) {
+        if self.entries.len() >= self.capacity {
+            self.entries.retain(|_, t| t.claims().expires_at > now);
+            if self.entries.len() >= self.capacity {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(digest, token);
+    }
+
+    /// Forgets tokens signed by `kid` of `tenant` (the key was revoked).
+    pub fn forget_kid(&mut self, tenant: &TenantId, kid: &Kid) {
+        self.entries
+            .retain(|_, t| !(t.claims().tenant == *tenant && t.kid() == kid));
+    }
+
+    /// How many tokens are cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
