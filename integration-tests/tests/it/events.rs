@@ -77,3 +77,59 @@ async fn every_audited_change_is_published_on_redis_without_secrets() {
         .get(0);
     assert_eq!(leaked, 0, "key material in an audit event");
 }
+
+#[tokio::test]
+async fn edges_can_resynchronise_from_a_revocation_snapshot() {
+    let database = create_database().await;
+    let edge_key = "edge-key-0123456789-0123456789-0123456789";
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_ADMIN__EDGE_API_KEY", "${secret:edge-api-key}")
+        .set("KEYSILO_SECRET_EDGE_API_KEY", edge_key);
+    let app = spawn_app_with(config, database).await;
+    app.create_tenant("acme").await;
+    app.create_tenant("gone").await;
+    let kid = app.rotate("acme").await;
+    app.admin_post(&format!("/tenants/acme/keys/{kid}/revoke"), json!({}))
+        .await;
+    let (client, _) = app
+        .create_client(
+            "acme",
+            json!({ "name": "x", "grant_types": ["client_credentials"] }),
+        )
+        .await;
+    app.admin(Method::DELETE, &format!("/tenants/acme/clients/{client}"))
+        .send()
+        .await
+        .unwrap();
+    app.admin(Method::DELETE, "/tenants/gone")
+        .send()
+        .await
+        .unwrap();
+    let url = format!("{}/internal/v1/revocations", app.address);
+
+    let anonymous = app.client.get(&url).send().await.unwrap();
+    let wrong = app
+        .client
+        .get(&url)
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    let snapshot: serde_json::Value = app
+        .client
+        .get(&url)
+        .bearer_auth(edge_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(snapshot["tenants"], json!(["gone"]));
+    assert_eq!(snapshot["kids"], json!([["acme", kid]]));
+    assert_eq!(snapshot["clients"], json!([["acme", client]]));
+    assert!(snapshot["generated_at"].as_u64().unwrap() > 0);
+}

@@ -160,6 +160,9 @@ pub struct RedisSettings {
 pub struct AdminSettings {
     /// Bearer key of the platform admin; required, at least 32 characters.
     pub api_key: Secret,
+    /// Bearer key that edge validators use to read the revocation snapshot
+    /// (`/internal/v1/revocations`) without holding the admin key.
+    pub edge_api_key: Option<Secret>,
 }
 
 /// One master key version.
@@ -336,6 +339,7 @@ impl Default for RawRedis {
 #[serde(deny_unknown_fields, default)]
 struct RawAdmin {
     api_key: Option<SecretRef>,
+    edge_api_key: Option<SecretRef>,
 }
 
 #[derive(Deserialize)]
@@ -655,7 +659,26 @@ pub(crate) fn build(
             ));
             return None;
         }
-        Some(AdminSettings { api_key: key })
+        let edge_api_key = resolve(
+            "admin.edge_api_key",
+            raw.edge_api_key.as_ref(),
+            providers,
+            problems,
+        );
+        if edge_api_key
+            .as_ref()
+            .is_some_and(|k| k.expose().chars().count() < 32)
+        {
+            problems.push(Problem::new(
+                "admin.edge_api_key",
+                "too short: use at least 32 random characters",
+            ));
+            return None;
+        }
+        Some(AdminSettings {
+            api_key: key,
+            edge_api_key,
+        })
     });
     let custody = section::<RawCustody>(table, "custody", problems)
         .and_then(|raw| build_custody(raw, providers, problems));

@@ -29,7 +29,9 @@ pub use keys::{
     TenantRecord, is_unique_violation,
 };
 pub use migrate::MigrationReport;
-pub use oauth::{ClientRecord, NewRefreshToken, Redemption, RefreshRecord, UserRecord};
+pub use oauth::{
+    ClientRecord, NewRefreshToken, Redemption, RefreshRecord, RevocationSnapshot, UserRecord,
+};
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]

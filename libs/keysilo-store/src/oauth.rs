@@ -601,6 +601,80 @@ impl Store {
     }
 }
 
+/// Everything revoked or disabled that unexpired tokens may still carry,
+/// for edges to resynchronise from.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationSnapshot {
+    /// Disabled tenants.
+    pub tenants: Vec<String>,
+    /// Revoked keys, `(tenant, kid)`.
+    pub kids: Vec<(String, String)>,
+    /// Disabled clients, `(tenant, client)`.
+    pub clients: Vec<(String, String)>,
+    /// Disabled users, `(tenant, user)`.
+    pub users: Vec<(String, String)>,
+    /// Revoked access tokens, `(tenant, jti, expires_at)` in seconds.
+    pub jtis: Vec<(String, String, SystemTime)>,
+}
+
+impl Store {
+    /// The current revocations.
+    pub async fn revocation_snapshot(
+        &self,
+        now: SystemTime,
+    ) -> Result<RevocationSnapshot, StoreError> {
+        let conn = self.client().await?;
+        let pairs = |rows: Vec<Row>| -> Result<Vec<(String, String)>, StoreError> {
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        };
+        let tenants = conn
+            .query("SELECT id FROM tenants WHERE disabled_at IS NOT NULL", &[])
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<Vec<String>, _>>()?;
+        let kids = pairs(
+            conn.query(
+                "SELECT tenant_id, kid FROM signing_keys WHERE status = 'revoked'",
+                &[],
+            )
+            .await?,
+        )?;
+        let clients = pairs(
+            conn.query(
+                "SELECT tenant_id, id FROM clients WHERE disabled_at IS NOT NULL",
+                &[],
+            )
+            .await?,
+        )?;
+        let users = pairs(
+            conn.query(
+                "SELECT tenant_id, id FROM users WHERE disabled_at IS NOT NULL",
+                &[],
+            )
+            .await?,
+        )?;
+        let jtis = conn
+            .query(
+                "SELECT tenant_id, jti, expires_at FROM revoked_access_tokens WHERE expires_at > $1",
+                &[&now],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(RevocationSnapshot {
+            tenants,
+            kids,
+            clients,
+            users,
+            jtis,
+        })
+    }
+}
+
 fn tenant_from(row: &Row) -> Result<TenantId, StoreError> {
     tenant(row, 1)
 }

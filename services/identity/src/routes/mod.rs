@@ -2,6 +2,7 @@
 
 mod clients;
 mod health;
+mod internal;
 mod keys;
 mod oauth;
 mod tenants;
@@ -20,6 +21,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(get_healthz))
         .route("/readyz", web::get().to(get_readyz))
         .route("/metrics", web::get().to(get_metrics))
+        .route(
+            "/internal/v1/revocations",
+            web::get().to(internal::get_revocations),
+        )
         .service(
             web::scope("/admin/v1")
                 .app_data(
