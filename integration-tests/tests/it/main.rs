@@ -13,6 +13,7 @@
 mod helpers;
 
 mod binary;
+mod edge;
 mod events;
 mod health;
 mod keys;

@@ -51,6 +51,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod edge;
 mod secret;
 mod settings;
 #[cfg(test)]
@@ -62,6 +63,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 
+pub use edge::{EdgeSection, EdgeSettings};
 pub use secret::{Secret, SecretError, SecretProvider, SecretProviders, SecretRef};
 pub use settings::{
     AdminSettings, CustodySettings, DatabaseSettings, KeySettings, LimitSettings, LogFormat,
@@ -113,18 +115,7 @@ impl Settings {
     /// Loads the file (if any) and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let env: BTreeMap<String, String> = std::env::vars().collect();
-        let text = match file {
-            None => None,
-            Some(path) => match std::fs::read_to_string(path) {
-                Ok(text) => Some(text),
-                Err(err) => {
-                    return Err(ConfigError(vec![Problem::new(
-                        path.display().to_string(),
-                        format!("cannot read configuration file: {err}"),
-                    )]));
-                }
-            },
-        };
+        let text = read_file(file)?;
         Self::from_sources(text.as_deref(), &env)
     }
 
@@ -134,15 +125,7 @@ impl Settings {
         env: &BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let mut table = match toml_text.map(str::parse::<toml::Table>) {
-            None => toml::Table::new(),
-            Some(Ok(table)) => table,
-            Some(Err(err)) => {
-                problems.push(Problem::new("(file)", format!("not valid TOML: {err}")));
-                toml::Table::new()
-            }
-        };
-        overlay_env(&mut table, env, &mut problems);
+        let table = merged_table(toml_text, env, &mut problems);
         let providers = settings::providers(&table, env, &mut problems);
         let settings = settings::build(&table, &providers, &mut problems);
         match settings {
@@ -150,6 +133,37 @@ impl Settings {
             _ => Err(ConfigError(problems)),
         }
     }
+}
+
+/// Reads the configuration file, if one was given.
+fn read_file(file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+    match file {
+        None => Ok(None),
+        Some(path) => std::fs::read_to_string(path).map(Some).map_err(|err| {
+            ConfigError(vec![Problem::new(
+                path.display().to_string(),
+                format!("cannot read configuration file: {err}"),
+            )])
+        }),
+    }
+}
+
+/// The file's table with the environment's overrides applied.
+fn merged_table(
+    toml_text: Option<&str>,
+    env: &BTreeMap<String, String>,
+    problems: &mut Problems,
+) -> toml::Table {
+    let mut table = match toml_text.map(str::parse::<toml::Table>) {
+        None => toml::Table::new(),
+        Some(Ok(table)) => table,
+        Some(Err(err)) => {
+            problems.push(Problem::new("(file)", format!("not valid TOML: {err}")));
+            toml::Table::new()
+        }
+    };
+    overlay_env(&mut table, env, problems);
+    table
 }
 
 /// Applies `KEYSILO_<SECTION>__<KEY>` variables on top of the file.

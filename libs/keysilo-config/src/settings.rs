@@ -478,7 +478,7 @@ pub(crate) const SECTIONS: &[&str] = &[
 
 /// Reads one section out of the merged table, recording a problem and
 /// falling back to the defaults when it does not deserialize.
-fn section<T: Default + for<'de> Deserialize<'de>>(
+pub(crate) fn section<T: Default + for<'de> Deserialize<'de>>(
     table: &toml::Table,
     name: &str,
     problems: &mut Problems,
@@ -525,7 +525,7 @@ pub(crate) fn providers(
     SecretProviders::new(providers)
 }
 
-fn resolve(
+pub(crate) fn resolve(
     key: &str,
     reference: Option<&SecretRef>,
     providers: &SecretProviders,
@@ -540,7 +540,12 @@ fn resolve(
     }
 }
 
-fn check_http_url(key: &str, raw: &str, schemes: &[&str], problems: &mut Problems) -> String {
+pub(crate) fn check_http_url(
+    key: &str,
+    raw: &str,
+    schemes: &[&str],
+    problems: &mut Problems,
+) -> String {
     match Url::parse(raw) {
         Ok(url) if !schemes.contains(&url.scheme()) => problems.push(Problem::new(
             key,
@@ -561,13 +566,13 @@ fn check_http_url(key: &str, raw: &str, schemes: &[&str], problems: &mut Problem
     raw.trim_end_matches('/').to_owned()
 }
 
-fn positive(key: &str, value: u64, problems: &mut Problems) {
+pub(crate) fn positive(key: &str, value: u64, problems: &mut Problems) {
     if value == 0 {
         problems.push(Problem::new(key, "must be greater than 0"));
     }
 }
 
-fn at_most(key: &str, value: u64, max: u64, problems: &mut Problems) {
+pub(crate) fn at_most(key: &str, value: u64, max: u64, problems: &mut Problems) {
     if value > max {
         problems.push(Problem::new(key, format!("must be at most {max}")));
     }
@@ -629,19 +634,7 @@ pub(crate) fn build(
             migrate_on_start: raw.migrate_on_start,
         }
     });
-    let redis = section::<RawRedis>(table, "redis", problems).map(|raw| {
-        if raw.pool_size == 0 {
-            problems.push(Problem::new("redis.pool_size", "must be at least 1"));
-        }
-        positive("redis.timeout_seconds", raw.timeout_seconds, problems);
-        RedisSettings {
-            url: check_http_url("redis.url", &raw.url, &["redis", "rediss"], problems),
-            password: resolve("redis.password", raw.password.as_ref(), providers, problems),
-            key_prefix: raw.key_prefix,
-            pool_size: raw.pool_size,
-            timeout_seconds: raw.timeout_seconds,
-        }
-    });
+    let redis = redis_section(table, providers, problems);
     let admin = section::<RawAdmin>(table, "admin", problems).and_then(|raw| {
         let Some(reference) = raw.api_key else {
             problems.push(Problem::new(
@@ -772,7 +765,47 @@ pub(crate) fn build(
             password_backoff_max_seconds: raw.password_backoff_max_seconds,
         }
     });
-    let telemetry = section::<RawTelemetry>(table, "telemetry", problems).map(|raw| {
+    let telemetry = telemetry_section(table, problems);
+    Some(Settings {
+        server: server?,
+        database: database?,
+        redis: redis?,
+        admin: admin?,
+        custody: custody?,
+        keys: keys?,
+        tokens: tokens?,
+        limits: limits?,
+        telemetry: telemetry?,
+    })
+}
+
+/// `[redis]`, shared by both services.
+pub(crate) fn redis_section(
+    table: &toml::Table,
+    providers: &SecretProviders,
+    problems: &mut Problems,
+) -> Option<RedisSettings> {
+    section::<RawRedis>(table, "redis", problems).map(|raw| {
+        if raw.pool_size == 0 {
+            problems.push(Problem::new("redis.pool_size", "must be at least 1"));
+        }
+        positive("redis.timeout_seconds", raw.timeout_seconds, problems);
+        RedisSettings {
+            url: check_http_url("redis.url", &raw.url, &["redis", "rediss"], problems),
+            password: resolve("redis.password", raw.password.as_ref(), providers, problems),
+            key_prefix: raw.key_prefix,
+            pool_size: raw.pool_size,
+            timeout_seconds: raw.timeout_seconds,
+        }
+    })
+}
+
+/// `[telemetry]`, shared by both services.
+pub(crate) fn telemetry_section(
+    table: &toml::Table,
+    problems: &mut Problems,
+) -> Option<TelemetrySettings> {
+    section::<RawTelemetry>(table, "telemetry", problems).map(|raw| {
         if let Some(endpoint) = &raw.otlp_endpoint {
             check_http_url(
                 "telemetry.otlp_endpoint",
@@ -787,17 +820,6 @@ pub(crate) fn build(
             otlp_endpoint: raw.otlp_endpoint,
             service_name: raw.service_name,
         }
-    });
-    Some(Settings {
-        server: server?,
-        database: database?,
-        redis: redis?,
-        admin: admin?,
-        custody: custody?,
-        keys: keys?,
-        tokens: tokens?,
-        limits: limits?,
-        telemetry: telemetry?,
     })
 }
 

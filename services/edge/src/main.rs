@@ -1,30 +1,34 @@
-//! `keysilo-edge`: the data-plane gate. For now it serves only its health
-//! endpoint; token validation arrives with the edge validator capability.
+//! `keysilo-edge`: loads settings and runs the edge validator.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
-use clap::Parser;
+use clap::Parser as _;
+use keysilo_config::{EdgeSettings, LogFormat};
+use keysilo_edge::startup::Application;
 
 /// Keysilo edge validator.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(name = "keysilo-edge", version, about)]
 struct Cli {
-    /// Address to listen on.
-    #[arg(long, env = "KEYSILO_EDGE_LISTEN", default_value = "127.0.0.1:8081")]
-    listen: String,
-}
-
-async fn get_healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    /// TOML configuration file; environment variables override it.
+    #[arg(long, short, env = "KEYSILO_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let settings = match EdgeSettings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("keysilo-edge: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let options = keysilo_telemetry::Options {
-        filter: "info".into(),
-        json: true,
-        otlp_endpoint: None,
+        filter: settings.telemetry.log_level.clone(),
+        json: settings.telemetry.log_format == LogFormat::Json,
+        otlp_endpoint: settings.telemetry.otlp_endpoint.clone(),
         service_name: "keysilo-edge".into(),
     };
     let _guard = match keysilo_telemetry::init(&options, std::io::stdout) {
@@ -34,16 +38,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = actix_web::rt::System::new().block_on(async {
-        HttpServer::new(|| App::new().route("/healthz", web::get().to(get_healthz)))
-            .bind(&cli.listen)?
-            .run()
-            .await
+    let outcome = actix_web::rt::System::new().block_on(async move {
+        let application = Application::build(settings).await?;
+        tracing::info!(port = application.port(), "edge validator listening");
+        application.run_until_stopped().await?;
+        Ok::<_, anyhow::Error>(())
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("keysilo-edge: cannot serve on {}: {err}", cli.listen);
+            eprintln!("keysilo-edge: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,407 @@
+//! The edge validator against a real identity service: forward-auth, the
+//! WebSocket gate, and revocations reaching live sessions.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use keysilo_config::EdgeSettings;
+use keysilo_edge::startup::Application as Edge;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::helpers::{TestApp, TestConfig, create_database, redis_port, spawn_app_with};
+
+const EDGE_KEY: &str = "edge-key-0123456789-0123456789-0123456789";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct World {
+    identity: TestApp,
+    edge: String,
+    machine: (String, String),
+    browser: (String, String),
+    user: String,
+}
+
+async fn world(ttl: u32) -> World {
+    let database = create_database().await;
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_ADMIN__EDGE_API_KEY", "${secret:edge-api-key}")
+        .set("KEYSILO_SECRET_EDGE_API_KEY", EDGE_KEY);
+    let identity = spawn_app_with(config, database.clone()).await;
+    let created = identity
+        .admin_post(
+            "/tenants",
+            json!({ "id": "acme", "display_name": "Acme", "token_ttl_seconds": ttl }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let machine = identity
+        .create_client(
+            "acme",
+            json!({ "name": "m2m", "grant_types": ["client_credentials"], "scopes": ["read"], "audience": ["data-plane"] }),
+        )
+        .await;
+    let browser = identity
+        .create_client(
+            "acme",
+            json!({
+                "name": "spa", "grant_types": ["password"], "scopes": ["read"],
+                "audience": ["data-plane"], "allowed_origins": ["https://app.acme.test"],
+            }),
+        )
+        .await;
+    let user = identity.create_user("acme", "alice", PASSWORD, &[]).await;
+    let toml = format!(
+        r#"
+        [edge]
+        host = "127.0.0.1"
+        port = 0
+        issuer_base = "{issuer}"
+        identity_url = "{address}"
+        audience = "data-plane"
+        clock_skew_seconds = 0
+        identity_api_key = "${{secret:edge-api-key}}"
+        [redis]
+        url = "redis://127.0.0.1:{redis}"
+        key_prefix = "test:{database}:"
+        "#,
+        issuer = identity.state.settings.server.public_base_url,
+        address = identity.address,
+        redis = redis_port(),
+    );
+    let env = [(
+        "KEYSILO_SECRET_EDGE_API_KEY".to_owned(),
+        EDGE_KEY.to_owned(),
+    )]
+    .into();
+    let edge = Edge::build(EdgeSettings::from_sources(Some(&toml), &env).unwrap())
+        .await
+        .unwrap();
+    let address = format!("127.0.0.1:{}", edge.port());
+    tokio::spawn(edge.run_until_stopped());
+    World {
+        identity,
+        edge: address,
+        machine,
+        browser,
+        user,
+    }
+}
+
+impl World {
+    async fn token(&self, client: &(String, String), form: &[(&str, &str)]) -> String {
+        let response = self
+            .identity
+            .token("acme", (&client.0, &client.1), form)
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn machine_token(&self) -> String {
+        self.token(&self.machine, &[("grant_type", "client_credentials")])
+            .await
+    }
+
+    async fn browser_token(&self) -> String {
+        self.token(
+            &self.browser,
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await
+    }
+
+    async fn auth(&self, token: Option<&str>, origin: Option<&str>) -> reqwest::Response {
+        let mut request = reqwest::Client::new().get(format!("http://{}/auth", self.edge));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn connect(
+        &self,
+        token: &str,
+        subprotocol: bool,
+    ) -> Result<
+        (
+            tokio_tungstenite::WebSocketStream<
+                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+            >,
+            tungstenite::handshake::client::Response,
+        ),
+        tungstenite::Error,
+    > {
+        let mut request = format!("ws://{}/ws", self.edge)
+            .into_client_request()
+            .unwrap();
+        let value = if subprotocol {
+            ("sec-websocket-protocol", format!("keysilo, bearer.{token}"))
+        } else {
+            ("authorization", format!("Bearer {token}"))
+        };
+        request
+            .headers_mut()
+            .insert(value.0, value.1.parse().unwrap());
+        tokio_tungstenite::connect_async(request).await
+    }
+}
+
+/// Waits for the server to close the socket and returns the close code.
+async fn closed_with(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    within: Duration,
+) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn forward_auth_answers_per_rfc_6750_and_the_origin_rule() {
+    let w = world(900).await;
+    let machine = w.machine_token().await;
+    let browser = w.browser_token().await;
+
+    let missing = w.auth(None, None).await;
+    assert_eq!(missing.status(), 401);
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    let garbage = w.auth(Some("not.a.token"), None).await;
+    assert_eq!(garbage.status(), 401);
+    assert_eq!(
+        garbage.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token""#
+    );
+
+    let ok = w.auth(Some(&machine), None).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["x-auth-tenant"], "acme");
+    assert_eq!(ok.headers()["x-auth-client"], w.machine.0.as_str());
+    assert_eq!(ok.headers()["x-auth-subject"], w.machine.0.as_str());
+    assert_eq!(ok.headers()["x-auth-scope"], "read");
+    // Machine tokens are not for browsers.
+    assert_eq!(
+        w.auth(Some(&machine), Some("https://app.acme.test"))
+            .await
+            .status(),
+        403
+    );
+    // Browser tokens only from their origins (default port implied).
+    assert_eq!(
+        w.auth(Some(&browser), Some("https://app.acme.test"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        w.auth(Some(&browser), Some("https://app.acme.test:443"))
+            .await
+            .status(),
+        200
+    );
+    let subject = w.auth(Some(&browser), Some("https://app.acme.test")).await;
+    assert_eq!(subject.headers()["x-auth-subject"], w.user.as_str());
+    assert_eq!(
+        w.auth(Some(&browser), Some("https://evil.test"))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(w.auth(Some(&browser), None).await.status(), 403);
+}
+
+#[tokio::test]
+async fn tokens_of_other_issuers_or_audiences_are_refused() {
+    let w = world(900).await;
+    // Another audience.
+    let (id, secret) = w
+        .identity
+        .create_client("acme", json!({ "name": "other", "grant_types": ["client_credentials"], "audience": ["elsewhere"] }))
+        .await;
+    let elsewhere = w
+        .token(&(id, secret), &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(w.auth(Some(&elsewhere), None).await.status(), 401);
+    // A token claiming another issuer: refused before any key is fetched.
+    let machine = w.machine_token().await;
+    let mut parts: Vec<String> = machine.split('.').map(str::to_owned).collect();
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&engine.decode(&parts[1]).unwrap()).unwrap();
+    claims["iss"] = json!("https://attacker.test/acme");
+    parts[1] = engine.encode(claims.to_string());
+    assert_eq!(w.auth(Some(&parts.join(".")), None).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_repeated_token_is_served_from_the_verified_cache() {
+    let w = world(900).await;
+    let machine = w.machine_token().await;
+
+    for _ in 0..5 {
+        assert_eq!(w.auth(Some(&machine), None).await.status(), 200);
+    }
+
+    let metrics = reqwest::get(format!("http://{}/metrics", w.edge))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"keysilo_edge_verified_cache_total{result="hit"} 4"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn revoked_tokens_and_disabled_clients_are_refused_within_a_second() {
+    let w = world(900).await;
+    let machine = w.machine_token().await;
+    let browser = w.browser_token().await;
+    assert_eq!(w.auth(Some(&machine), None).await.status(), 200);
+
+    let revoked = w
+        .identity
+        .oauth_basic(
+            "acme",
+            "revoke",
+            (&w.browser.0, &w.browser.1),
+            &[("token", &browser)],
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    let disabled = w
+        .identity
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/tenants/acme/clients/{}", w.machine.0),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 204);
+
+    let started = Instant::now();
+    while w.auth(Some(&machine), None).await.status() == 200
+        || w.auth(Some(&browser), Some("https://app.acme.test"))
+            .await
+            .status()
+            == 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still admitted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_websocket_gate_upgrades_valid_tokens_and_echoes() {
+    let w = world(900).await;
+    let machine = w.machine_token().await;
+
+    let (mut socket, _) = w.connect(&machine, false).await.unwrap();
+    socket.send(Message::text("hello")).await.unwrap();
+    let echoed = socket.next().await.unwrap().unwrap();
+    assert_eq!(echoed, Message::text("hello"));
+
+    // Browsers put the token in the subprotocol list; the server picks
+    // `keysilo` and never echoes the token.
+    let browser_machine = w.machine_token().await;
+    let (_, response) = w.connect(&browser_machine, true).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "keysilo");
+
+    match w.connect("garbage", false).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected a 401 before the upgrade, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn revoking_the_key_closes_live_sessions_with_1008_within_a_second() {
+    let w = world(900).await;
+    let token = w.machine_token().await;
+    let (mut socket, _) = w.connect(&token, false).await.unwrap();
+    let kid = w.identity.keys("acme").await[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let response = w
+        .identity
+        .admin_post(&format!("/tenants/acme/keys/{kid}/revoke"), json!({}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let returned = Instant::now();
+
+    assert_eq!(
+        closed_with(&mut socket, Duration::from_secs(1)).await,
+        Some(1008)
+    );
+    println!(
+        "closed {:?} after the admin call returned",
+        returned.elapsed()
+    );
+    assert_eq!(w.auth(Some(&token), None).await.status(), 401);
+}
+
+#[tokio::test]
+async fn disabling_the_user_closes_its_sessions_with_1008() {
+    let w = world(900).await;
+    let token = w.browser_token().await;
+    let mut request = format!("ws://{}/ws", w.edge).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .headers_mut()
+        .insert("origin", "https://app.acme.test".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    let response = w
+        .identity
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/tenants/acme/users/{}", w.user),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    assert_eq!(
+        closed_with(&mut socket, Duration::from_secs(1)).await,
+        Some(1008)
+    );
+}
+
+#[tokio::test]
+async fn a_session_closes_with_1008_when_its_token_expires() {
+    let w = world(5).await;
+    let token = w.machine_token().await;
+    let (mut socket, _) = w.connect(&token, false).await.unwrap();
+
+    assert_eq!(
+        closed_with(&mut socket, Duration::from_secs(8)).await,
+        Some(1008)
+    );
+}

@@ -1,0 +1,194 @@
+//! `/auth` (forward-auth), `/ws` (the WebSocket gate) and operations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{CloseCode, CloseReason, Message};
+use futures_util::StreamExt as _;
+use prometheus::Encoder as _;
+
+use crate::sessions::SessionInfo;
+use crate::state::{EdgeState, unix_now};
+use crate::validate::{Denial, validate};
+
+/// The subprotocol a browser offers next to `bearer.<jwt>`.
+const SUBPROTOCOL: &str = "keysilo";
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn origin(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// RFC 6750 §3: no error code without a token, `invalid_token` with a bad
+/// one; 403 for a refused `Origin`.
+fn denied(denial: Denial) -> HttpResponse {
+    match denial {
+        Denial::Missing => HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+            .finish(),
+        Denial::Invalid(_) => HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#))
+            .finish(),
+        Denial::Origin(_) => HttpResponse::Forbidden().finish(),
+    }
+}
+
+/// `GET /auth`: forward-auth for nginx `auth_request` and Envoy
+/// `ext_authz`: 200 with `X-Auth-*` headers when the bearer token is
+/// valid for the request's `Origin`.
+pub async fn get_auth(req: HttpRequest, state: web::Data<Arc<EdgeState>>) -> HttpResponse {
+    let token = bearer(&req);
+    match validate(&state, token.as_deref(), origin(&req).as_deref()).await {
+        Ok(verified) => {
+            let claims = verified.claims();
+            HttpResponse::Ok()
+                .insert_header(("X-Auth-Tenant", claims.tenant.as_str()))
+                .insert_header(("X-Auth-Subject", claims.subject.as_str()))
+                .insert_header(("X-Auth-Client", claims.client_id.as_str()))
+                .insert_header(("X-Auth-Scope", claims.scope.as_str()))
+                .finish()
+        }
+        Err(denial) => denied(denial),
+    }
+}
+
+/// The token of a WebSocket upgrade and whether it came as a subprotocol.
+fn ws_token(req: &HttpRequest, allow_query: bool) -> (Option<String>, bool) {
+    if let Some(token) = bearer(req) {
+        return (Some(token), false);
+    }
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .collect();
+    if offered.iter().any(|p| p == SUBPROTOCOL)
+        && let Some(token) = offered.iter().find_map(|p| p.strip_prefix("bearer."))
+    {
+        return (Some(token.to_owned()), true);
+    }
+    if allow_query {
+        let token =
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .ok()
+                .and_then(|q| q.get("access_token").cloned());
+        return (token, false);
+    }
+    (None, false)
+}
+
+/// `GET /ws`: validates, then upgrades; echoes frames (relay to an
+/// upstream is not built yet). The session closes with 1008 when its token
+/// expires or anything it depends on is revoked.
+pub async fn get_ws(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<Arc<EdgeState>>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (token, via_subprotocol) = ws_token(&req, state.settings.edge.allow_query_token);
+    let verified = match validate(&state, token.as_deref(), origin(&req).as_deref()).await {
+        Ok(verified) => verified,
+        Err(denial) => return Ok(denied(denial)),
+    };
+    // The selected subprotocol is `keysilo`, never the token.
+    let (response, mut session, mut stream) = if via_subprotocol {
+        actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?
+    } else {
+        actix_ws::handle(&req, body)?
+    };
+    let claims = verified.claims().clone();
+    let (id, mut close) = state
+        .sessions
+        .register(SessionInfo::of(&claims, verified.kid()));
+    state.metrics.sessions.inc();
+    let expires_in = claims
+        .expires_at
+        .saturating_add(state.settings.edge.clock_skew_seconds)
+        .saturating_sub(unix_now());
+    let state = state.into_inner();
+    actix_web::rt::spawn(async move {
+        let expiry = tokio::time::sleep(Duration::from_secs(expires_in));
+        tokio::pin!(expiry);
+        let reason: Option<&'static str> = loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if session.text(text).await.is_err() { break None; }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if session.binary(bytes).await.is_err() { break None; }
+                    }
+                    Some(Ok(Message::Ping(bytes))) => {
+                        if session.pong(&bytes).await.is_err() { break None; }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                    Some(Ok(_)) => {}
+                },
+                why = close.recv() => break Some(why.unwrap_or("revoked")),
+                () = &mut expiry => break Some("token expired"),
+            }
+        };
+        if let Some(why) = reason {
+            let _ = session
+                .close(Some(CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some(why.to_owned()),
+                }))
+                .await;
+        }
+        state.sessions.remove(id);
+        state.metrics.sessions.dec();
+    });
+    Ok(response)
+}
+
+/// `GET /healthz`.
+pub async fn get_healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: Redis answers (the revocation feed depends on it).
+pub async fn get_readyz(state: web::Data<Arc<EdgeState>>) -> HttpResponse {
+    match tokio::time::timeout(Duration::from_secs(2), state.coord.ping()).await {
+        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        _ => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "unavailable", "checks": { "redis": "down" } })),
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn get_metrics(state: web::Data<Arc<EdgeState>>) -> HttpResponse {
+    let mut buffer = Vec::new();
+    if prometheus::TextEncoder::new()
+        .encode(&state.metrics.registry.gather(), &mut buffer)
+        .is_err()
+    {
+        return HttpResponse::InternalServerError().finish();
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(buffer)
+}
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth", web::get().to(get_auth))
+        .route("/ws", web::get().to(get_ws))
+        .route("/healthz", web::get().to(get_healthz))
+        .route("/readyz", web::get().to(get_readyz))
+        .route("/metrics", web::get().to(get_metrics));
+}

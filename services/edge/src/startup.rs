@@ -1,0 +1,61 @@
+//! Wiring of the edge validator.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use keysilo_config::EdgeSettings;
+use keysilo_coord::Coord;
+
+use crate::feed::run_feed;
+use crate::routes;
+use crate::state::EdgeState;
+
+/// A built, not yet running, edge validator.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: Arc<EdgeState>,
+}
+
+impl Application {
+    /// Builds the state, starts the revocation feed and binds the listener.
+    pub async fn build(settings: EdgeSettings) -> anyhow::Result<Self> {
+        let coord = Coord::new(&settings.redis)?;
+        let address = format!("{}:{}", settings.edge.host, settings.edge.port);
+        let state = EdgeState::new(settings, coord)?;
+        tokio::spawn(run_feed(state.clone()));
+        let listener = TcpListener::bind(&address)?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(routes::configure)
+        })
+        .shutdown_timeout(5)
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    /// The port bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests).
+    pub fn state(&self) -> &Arc<EdgeState> {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or SIGINT.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

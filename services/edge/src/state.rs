@@ -1,0 +1,122 @@
+//! What the edge's handlers share.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use keysilo_config::EdgeSettings;
+use keysilo_coord::Coord;
+use keysilo_tokens::gate::{Revocations, VerifiedCache};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::keys::JwksCache;
+use crate::sessions::Sessions;
+
+/// Seconds since the epoch; the only wall-clock read of the edge.
+#[allow(clippy::disallowed_methods, reason = "the edge's clock")]
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The edge's metrics.
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    /// The registry rendered at `/metrics`.
+    pub registry: Registry,
+    /// Validations by outcome (`accepted`, `rejected`) and reason.
+    pub validations: IntCounterVec,
+    /// Verified-token cache lookups by result (`hit`, `miss`).
+    pub cache: IntCounterVec,
+    /// Open WebSocket sessions.
+    pub sessions: IntGauge,
+    /// Sessions closed by the edge, by reason.
+    pub closed: IntCounterVec,
+}
+
+impl EdgeMetrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("keysilo_edge".into()), None)?;
+        let validations = IntCounterVec::new(
+            Opts::new(
+                "validations_total",
+                "Token validations by outcome and reason",
+            ),
+            &["outcome", "reason"],
+        )?;
+        let cache = IntCounterVec::new(
+            Opts::new("verified_cache_total", "Verified-token cache lookups"),
+            &["result"],
+        )?;
+        let sessions = IntGauge::new("sessions_open", "Open WebSocket sessions")?;
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "sessions_closed_total",
+                "Sessions closed by the edge, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(validations.clone()))?;
+        registry.register(Box::new(cache.clone()))?;
+        registry.register(Box::new(sessions.clone()))?;
+        registry.register(Box::new(closed.clone()))?;
+        Ok(Self {
+            registry,
+            validations,
+            cache,
+            sessions,
+            closed,
+        })
+    }
+}
+
+/// Shared state.
+pub struct EdgeState {
+    /// Settings.
+    pub settings: EdgeSettings,
+    /// Tenants' keys.
+    pub jwks: JwksCache,
+    /// What is revoked.
+    pub revocations: RwLock<Revocations>,
+    /// Tokens whose signature was verified.
+    pub verified: Mutex<VerifiedCache>,
+    /// Open sessions.
+    pub sessions: Sessions,
+    /// Redis.
+    pub coord: Coord,
+    /// For the identity service.
+    pub http: reqwest::Client,
+    /// Metrics.
+    pub metrics: EdgeMetrics,
+}
+
+impl std::fmt::Debug for EdgeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeState").finish_non_exhaustive()
+    }
+}
+
+impl EdgeState {
+    /// Builds the state.
+    pub fn new(settings: EdgeSettings, coord: Coord) -> Result<Arc<Self>, anyhow::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()?;
+        let jwks = JwksCache::new(
+            http.clone(),
+            settings.edge.identity_url.clone(),
+            std::time::Duration::from_secs(settings.edge.jwks_refetch_min_seconds),
+        );
+        let verified = Mutex::new(VerifiedCache::new(settings.edge.verified_cache_size));
+        Ok(Arc::new(Self {
+            jwks,
+            revocations: RwLock::new(Revocations::default()),
+            verified,
+            sessions: Sessions::default(),
+            coord,
+            http,
+            metrics: EdgeMetrics::new()?,
+            settings,
+        }))
+    }
+}

@@ -1,0 +1,126 @@
+//! The validation pipeline of both `/auth` and `/ws`.
+
+use keysilo_tokens::gate::{self, OriginRejection};
+use keysilo_tokens::{Expectations, VerifiedAccessToken};
+
+use crate::state::{EdgeState, unix_now};
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// No token at all (401 without an error code, RFC 6750 §3.1).
+    Missing,
+    /// A token that does not pass; the reason is for logs and metrics.
+    Invalid(&'static str),
+    /// The `Origin` is not allowed for this token (403).
+    Origin(OriginRejection),
+}
+
+impl Denial {
+    /// The metrics label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid(reason) => reason,
+            Self::Origin(OriginRejection::NotAllowed) => "origin",
+            Self::Origin(OriginRejection::MachineTokenInBrowser) => "origin_machine_token",
+        }
+    }
+}
+
+fn reason(err: &keysilo_tokens::TokenError) -> &'static str {
+    use keysilo_tokens::TokenError as E;
+    match err {
+        E::Malformed => "malformed",
+        E::UnsupportedAlgorithm => "algorithm",
+        E::WrongType => "type",
+        E::UnknownKey => "unknown_key",
+        E::BadSignature => "signature",
+        E::InvalidClaim(_) => "claim",
+        E::WrongIssuer => "issuer",
+        E::WrongAudience => "audience",
+        E::Expired => "expired",
+        E::NotYetValid => "not_yet_valid",
+        _ => "invalid",
+    }
+}
+
+/// Admits a request carrying `token` (if any) from `origin` (if any).
+pub async fn validate(
+    state: &EdgeState,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> Result<VerifiedAccessToken, Denial> {
+    let outcome = admit(state, token, origin).await;
+    let (label, why) = match &outcome {
+        Ok(_) => ("accepted", "ok"),
+        Err(denial) => ("rejected", denial.reason()),
+    };
+    state
+        .metrics
+        .validations
+        .with_label_values(&[label, why])
+        .inc();
+    outcome
+}
+
+async fn admit(
+    state: &EdgeState,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> Result<VerifiedAccessToken, Denial> {
+    let token = token.filter(|t| !t.is_empty()).ok_or(Denial::Missing)?;
+    let settings = &state.settings.edge;
+    let now = unix_now();
+    let skew = settings.clock_skew_seconds;
+    // Only issuers under the configured base are trusted; nobody else's
+    // keys are ever fetched.
+    let issuer = gate::unverified_issuer(token).ok_or(Denial::Invalid("malformed"))?;
+    let tenant = gate::tenant_of_issuer(&settings.issuer_base, &issuer)
+        .ok_or(Denial::Invalid("untrusted_issuer"))?;
+    let digest = openssl::sha::sha256(token.as_bytes());
+    let cached = state
+        .verified
+        .lock()
+        .ok()
+        .and_then(|cache| cache.get(&digest, now, skew).cloned())
+        .filter(|v| state.jwks.knows(&tenant, v.kid()));
+    let verified = match cached {
+        Some(verified) => {
+            state.metrics.cache.with_label_values(&["hit"]).inc();
+            verified
+        }
+        None => {
+            state.metrics.cache.with_label_values(&["miss"]).inc();
+            let kid = keysilo_tokens::peek_kid(token).ok_or(Denial::Invalid("unknown_key"))?;
+            let keys = state
+                .jwks
+                .keys_for(&tenant, &kid)
+                .await
+                .ok_or(Denial::Invalid("unknown_tenant"))?;
+            let expect = Expectations {
+                issuer: &issuer,
+                audience: Some(&settings.audience),
+                now,
+                skew,
+            };
+            let verified = keysilo_tokens::verify(token, &keys, &expect)
+                .map_err(|err| Denial::Invalid(reason(&err)))?;
+            if let Ok(mut cache) = state.verified.lock() {
+                cache.insert(digest, verified.clone(), now);
+            }
+            verified
+        }
+    };
+    let claims = verified.claims();
+    if claims.tenant != tenant {
+        return Err(Denial::Invalid("tenant"));
+    }
+    if let Ok(revocations) = state.revocations.read() {
+        revocations
+            .check(claims, verified.kid())
+            .map_err(|_| Denial::Invalid("revoked"))?;
+    }
+    gate::check_origin(&claims.allowed_origins, origin).map_err(Denial::Origin)?;
+    Ok(verified)
+}
