@@ -52,6 +52,19 @@ async fn world(ttl: u32) -> World {
         )
         .await;
     let user = identity.create_user("acme", "alice", PASSWORD, &[]).await;
+    let edge = start_edge(&identity, redis_port(), "").await;
+    World {
+        identity,
+        edge,
+        machine,
+        browser,
+        user,
+    }
+}
+
+/// An edge in front of `identity`, using the Redis on port `redis`, with
+/// `extra` lines under `[edge]`; returns its `host:port`.
+async fn start_edge(identity: &TestApp, redis: u16, extra: &str) -> String {
     let toml = format!(
         r#"
         [edge]
@@ -62,13 +75,15 @@ async fn world(ttl: u32) -> World {
         audience = "data-plane"
         clock_skew_seconds = 0
         identity_api_key = "${{secret:edge-api-key}}"
+        {extra}
         [redis]
         url = "redis://127.0.0.1:{redis}"
         key_prefix = "test:{database}:"
+        timeout_seconds = 1
         "#,
         issuer = identity.state.settings.server.public_base_url,
         address = identity.address,
-        redis = redis_port(),
+        database = identity.database,
     );
     let env = [(
         "KEYSILO_SECRET_EDGE_API_KEY".to_owned(),
@@ -80,13 +95,9 @@ async fn world(ttl: u32) -> World {
         .unwrap();
     let address = format!("127.0.0.1:{}", edge.port());
     tokio::spawn(edge.run_until_stopped());
-    World {
-        identity,
-        edge: address,
-        machine,
-        browser,
-        user,
-    }
+    // Give the feed a moment to take its first snapshot.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    address
 }
 
 impl World {
@@ -403,5 +414,138 @@ async fn a_session_closes_with_1008_when_its_token_expires() {
     assert_eq!(
         closed_with(&mut socket, Duration::from_secs(8)).await,
         Some(1008)
+    );
+}
+
+#[tokio::test]
+async fn random_kids_cause_at_most_one_jwks_fetch_per_interval() {
+    let w = world(900).await;
+    let machine = w.machine_token().await;
+    assert_eq!(w.auth(Some(&machine), None).await.status(), 200);
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = machine.split('.').collect();
+    let fetches = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("keysilo_http_requests_total{")
+                    && l.contains(r#"route="/{tenant}/.well-known/jwks""#)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = fetches(&w.identity.get("/metrics").await.text().await.unwrap());
+
+    let flood: Vec<_> = (0..30)
+        .map(|i| {
+            let header = json!({ "alg": "RS256", "typ": "at+jwt", "kid": format!("random-{i}") });
+            let forged = format!(
+                "{}.{}.{}",
+                engine.encode(header.to_string()),
+                parts[1],
+                parts[2]
+            );
+            let edge = w.edge.clone();
+            async move {
+                reqwest::Client::new()
+                    .get(format!("http://{edge}/auth"))
+                    .bearer_auth(forged)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        })
+        .collect();
+    let statuses = futures_util::future::join_all(flood).await;
+
+    assert!(statuses.iter().all(|s| *s == 401));
+    let after = fetches(&w.identity.get("/metrics").await.text().await.unwrap());
+    assert!(
+        after - before <= 1,
+        "{} JWKS fetches for 30 unknown kids",
+        after - before
+    );
+}
+
+#[tokio::test]
+async fn revocations_made_before_the_edge_started_come_from_the_snapshot() {
+    let w = world(900).await;
+    let token = w.machine_token().await;
+    // Disable the client, then start a second edge that never saw the event.
+    w.identity
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/tenants/acme/clients/{}", w.machine.0),
+        )
+        .send()
+        .await
+        .unwrap();
+    let second = start_edge(&w.identity, redis_port(), "").await;
+
+    let status = reqwest::Client::new()
+        .get(format!("http://{second}/auth"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn without_redis_the_edge_polls_the_snapshot_and_still_learns_revocations() {
+    let w = world(900).await;
+    // An edge whose Redis does not exist: it can only poll.
+    let dead_redis = crate::helpers::free_port();
+    let edge = start_edge(&w.identity, dead_redis, "poll_interval_seconds = 1").await;
+    let token = w.machine_token().await;
+    let auth = |edge: String, token: String| async move {
+        reqwest::Client::new()
+            .get(format!("http://{edge}/auth"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(auth(edge.clone(), token.clone()).await, 200);
+
+    w.identity
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/tenants/acme/clients/{}", w.machine.0),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    while auth(edge.clone(), token.clone()).await == 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the poll never caught the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_query_parameter_is_refused_unless_enabled() {
+    let w = world(900).await;
+    let token = w.machine_token().await;
+    let url = |edge: &str| format!("ws://{edge}/ws?access_token={token}");
+
+    match tokio_tungstenite::connect_async(url(&w.edge)).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let enabled = start_edge(&w.identity, redis_port(), "allow_query_token = true").await;
+    assert!(
+        tokio_tungstenite::connect_async(url(&enabled))
+            .await
+            .is_ok()
     );
 }
