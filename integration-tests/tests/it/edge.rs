@@ -549,3 +549,78 @@ async fn the_query_parameter_is_refused_unless_enabled() {
             .is_ok()
     );
 }
+
+/// An upstream WebSocket that upper-cases text and reports the tenant the
+/// edge said the caller belongs to.
+async fn upstream_server() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let callback =
+                    |request: &tungstenite::handshake::server::Request,
+                     response: tungstenite::handshake::server::Response| {
+                        let tenant = request
+                            .headers()
+                            .get("x-auth-tenant")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = seen_tx.send(tenant);
+                        Ok(response)
+                    };
+                let mut socket = tokio_tungstenite::accept_hdr_async(stream, callback)
+                    .await
+                    .unwrap();
+                while let Some(Ok(message)) = socket.next().await {
+                    if let Message::Text(text) = message {
+                        let _ = socket
+                            .send(Message::text(text.as_str().to_uppercase()))
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn sessions_are_relayed_to_the_upstream_and_still_closed_on_revocation() {
+    let w = world(900).await;
+    let (port, mut seen) = upstream_server().await;
+    let edge = start_edge(
+        &w.identity,
+        redis_port(),
+        &format!("upstream_url = \"ws://127.0.0.1:{port}\""),
+    )
+    .await;
+    let token = w.machine_token().await;
+    let mut request = format!("ws://{edge}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    socket.send(Message::text("relay me")).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("RELAY ME")
+    );
+    assert_eq!(seen.recv().await.as_deref(), Some("acme"));
+
+    let kid = w.identity.keys("acme").await[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.identity
+        .admin_post(&format!("/tenants/acme/keys/{kid}/revoke"), json!({}))
+        .await;
+    assert_eq!(
+        closed_with(&mut socket, Duration::from_secs(1)).await,
+        Some(1008)
+    );
+}

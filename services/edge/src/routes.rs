@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message};
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use prometheus::Encoder as _;
 
 use crate::sessions::SessionInfo;
@@ -91,9 +91,45 @@ fn ws_token(req: &HttpRequest, allow_query: bool) -> (Option<String>, bool) {
     (None, false)
 }
 
-/// `GET /ws`: validates, then upgrades; echoes frames (relay to an
-/// upstream is not built yet). The session closes with 1008 when its token
-/// expires or anything it depends on is revoked.
+type Upstream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to the configured upstream, passing who the caller is.
+async fn connect_upstream(
+    url: &str,
+    claims: &keysilo_tokens::AccessTokenClaims,
+) -> Result<Upstream, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = url.into_client_request()?;
+    let headers = request.headers_mut();
+    for (name, value) in [
+        ("x-auth-tenant", claims.tenant.as_str()),
+        ("x-auth-subject", claims.subject.as_str()),
+        ("x-auth-client", claims.client_id.as_str()),
+        ("x-auth-scope", claims.scope.as_str()),
+    ] {
+        if let Ok(value) = value.parse() {
+            headers.insert(name, value);
+        }
+    }
+    Ok(tokio_tungstenite::connect_async(request).await?.0)
+}
+
+/// The next upstream frame, or never when there is no upstream.
+async fn next_upstream(
+    upstream: &mut Option<Upstream>,
+) -> Option<Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
+{
+    match upstream {
+        Some(upstream) => upstream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `GET /ws`: validates, then upgrades; relays frames to the configured
+/// upstream WebSocket (connected before the upgrade: 502 if it cannot be
+/// reached), or echoes them when none is configured. The session closes
+/// with 1008 when its token expires or anything it depends on is revoked.
 pub async fn get_ws(
     req: HttpRequest,
     body: web::Payload,
@@ -103,6 +139,16 @@ pub async fn get_ws(
     let verified = match validate(&state, token.as_deref(), origin(&req).as_deref()).await {
         Ok(verified) => verified,
         Err(denial) => return Ok(denied(denial)),
+    };
+    let mut upstream = match &state.settings.edge.upstream_url {
+        None => None,
+        Some(url) => match connect_upstream(url, verified.claims()).await {
+            Ok(upstream) => Some(upstream),
+            Err(err) => {
+                tracing::warn!(error = %err, "upstream WebSocket unreachable");
+                return Ok(HttpResponse::BadGateway().finish());
+            }
+        },
     };
     // The selected subprotocol is `keysilo`, never the token.
     let (response, mut session, mut stream) = if via_subprotocol {
@@ -123,29 +169,48 @@ pub async fn get_ws(
     actix_web::rt::spawn(async move {
         let expiry = tokio::time::sleep(Duration::from_secs(expires_in));
         tokio::pin!(expiry);
+        use tokio_tungstenite::tungstenite::Message as Up;
         let reason: Option<&'static str> = loop {
             tokio::select! {
-                message = stream.next() => match message {
-                    Some(Ok(Message::Text(text))) => {
-                        if session.text(text).await.is_err() { break None; }
-                    }
-                    Some(Ok(Message::Binary(bytes))) => {
-                        if session.binary(bytes).await.is_err() { break None; }
-                    }
-                    Some(Ok(Message::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() { break None; }
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
-                    Some(Ok(_)) => {}
-                },
+                message = stream.next() => {
+                    let sent = match (message, upstream.as_mut()) {
+                        (Some(Ok(Message::Text(text))), Some(up)) => up.send(Up::text(text.to_string())).await.is_ok(),
+                        (Some(Ok(Message::Text(text))), None) => session.text(text).await.is_ok(),
+                        (Some(Ok(Message::Binary(bytes))), Some(up)) => up.send(Up::binary(bytes)).await.is_ok(),
+                        (Some(Ok(Message::Binary(bytes))), None) => session.binary(bytes).await.is_ok(),
+                        (Some(Ok(Message::Ping(bytes))), _) => session.pong(&bytes).await.is_ok(),
+                        (Some(Ok(Message::Close(_))) | None | Some(Err(_)), _) => false,
+                        (Some(Ok(_)), _) => true,
+                    };
+                    if !sent { break None; }
+                }
+                message = next_upstream(&mut upstream) => {
+                    let relayed = match message {
+                        Some(Ok(Up::Text(text))) => session.text(text.as_str().to_owned()).await.is_ok(),
+                        Some(Ok(Up::Binary(bytes))) => session.binary(bytes).await.is_ok(),
+                        Some(Ok(Up::Close(_))) | None | Some(Err(_)) => false,
+                        Some(Ok(_)) => true,
+                    };
+                    if !relayed { break Some("upstream closed"); }
+                }
                 why = close.recv() => break Some(why.unwrap_or("revoked")),
                 () = &mut expiry => break Some("token expired"),
             }
         };
+        if let Some(mut up) = upstream {
+            let _ = up.close(None).await;
+        }
         if let Some(why) = reason {
+            // Policy (1008) for expiry and revocation; a plain close when
+            // the upstream went away.
+            let code = if why == "upstream closed" {
+                CloseCode::Normal
+            } else {
+                CloseCode::Policy
+            };
             let _ = session
                 .close(Some(CloseReason {
-                    code: CloseCode::Policy,
+                    code,
                     description: Some(why.to_owned()),
                 }))
                 .await;
