@@ -552,6 +552,10 @@ async fn the_query_parameter_is_refused_unless_enabled() {
 
 /// An upstream WebSocket that upper-cases text and reports the tenant the
 /// edge said the caller belongs to.
+#[allow(
+    clippy::result_large_err,
+    reason = "the handshake callback's signature is tungstenite's"
+)]
 async fn upstream_server() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -28,6 +28,10 @@ pub struct Event {
     /// the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<(String, u64)>,
+    /// When it was published, in milliseconds since the epoch (set by the
+    /// publisher; lets subscribers measure how late they learn of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
 }
 
 impl Event {
@@ -48,6 +52,7 @@ impl Event {
             client: None,
             user: None,
             jti: None,
+            at_ms: None,
         }
     }
 }

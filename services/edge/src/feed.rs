@@ -211,4 +211,8 @@ pub fn apply(state: &EdgeState, event: &Event) {
             .with_label_values(&["revoked"])
             .inc_by(closed as u64);
     }
+    if let Some(at) = event.at_ms {
+        let lag = crate::state::unix_millis().saturating_sub(at);
+        state.metrics.revocation_lag.observe(lag as f64 / 1000.0);
+    }
 }

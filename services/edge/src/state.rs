@@ -19,6 +19,14 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds since the epoch.
+#[allow(clippy::disallowed_methods, reason = "the edge's clock")]
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The edge's metrics.
 #[derive(Clone)]
 pub struct EdgeMetrics {
@@ -32,6 +40,8 @@ pub struct EdgeMetrics {
     pub sessions: IntGauge,
     /// Sessions closed by the edge, by reason.
     pub closed: IntCounterVec,
+    /// Seconds between an event's publication and its application here.
+    pub revocation_lag: prometheus::Histogram,
 }
 
 impl EdgeMetrics {
@@ -59,13 +69,22 @@ impl EdgeMetrics {
         registry.register(Box::new(validations.clone()))?;
         registry.register(Box::new(cache.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
+        let revocation_lag = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "revocation_lag_seconds",
+                "Time from an event's publication by the identity service to its application here",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+        )?;
         registry.register(Box::new(closed.clone()))?;
+        registry.register(Box::new(revocation_lag.clone()))?;
         Ok(Self {
             registry,
             validations,
             cache,
             sessions,
             closed,
+            revocation_lag,
         })
     }
 }

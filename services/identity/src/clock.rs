@@ -14,6 +14,13 @@ pub fn unix_seconds() -> u64 {
     unix_of(now())
 }
 
+/// Milliseconds since the epoch.
+pub fn unix_millis() -> u64 {
+    now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Seconds since the epoch of `at` (0 before the epoch).
 pub fn unix_of(at: SystemTime) -> u64 {
     at.duration_since(SystemTime::UNIX_EPOCH)

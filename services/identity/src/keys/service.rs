@@ -172,7 +172,8 @@ impl KeyService {
 
     /// Publishes `event`, retrying a little: the change it reports is
     /// committed already.
-    pub async fn publish(&self, event: Event) {
+    pub async fn publish(&self, mut event: Event) {
+        event.at_ms = Some(clock::unix_millis());
         let (kind, tenant) = (event.kind.clone(), event.tenant.clone());
         // The change is committed: try hard to tell everyone. Replicas that
         // still miss it drop their cached entry when it expires.
