@@ -373,6 +373,20 @@ async fn revoking_the_key_closes_live_sessions_with_1008_within_a_second() {
         returned.elapsed()
     );
     assert_eq!(w.auth(Some(&token), None).await.status(), 401);
+    let metrics = reqwest::get(format!("http://{}/metrics", w.edge))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("keysilo_edge_revocation_lag_seconds_count"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"keysilo_edge_sessions_closed_total{reason="revoked"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
