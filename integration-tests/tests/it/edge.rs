@@ -642,3 +642,127 @@ async fn sessions_are_relayed_to_the_upstream_and_still_closed_on_revocation() {
         Some(1008)
     );
 }
+
+/// nginx, started by this test in the foreground with its own prefix.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx protecting a static file with `auth_request` against the edge,
+/// passing the tenant back as a response header: the setup documented in
+/// docs/edge.md.
+async fn nginx_in_front_of(edge: &str) -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("index.html"), "protected").unwrap();
+    let port = crate::helpers::free_port();
+    let conf = format!(
+        r#"
+        daemon off;
+        master_process off;
+        pid {dir}/nginx.pid;
+        error_log {dir}/error.log warn;
+        events {{ worker_connections 64; }}
+        http {{
+            access_log off;
+            client_body_temp_path {dir}/body;
+            proxy_temp_path {dir}/proxy;
+            fastcgi_temp_path {dir}/fastcgi;
+            uwsgi_temp_path {dir}/uwsgi;
+            scgi_temp_path {dir}/scgi;
+            server {{
+                listen 127.0.0.1:{port};
+                location / {{
+                    auth_request /_keysilo_auth;
+                    auth_request_set $keysilo_tenant $upstream_http_x_auth_tenant;
+                    add_header X-Tenant $keysilo_tenant;
+                    root {root};
+                }}
+                location = /_keysilo_auth {{
+                    internal;
+                    proxy_pass http://{edge}/auth;
+                    proxy_pass_request_body off;
+                    proxy_set_header Content-Length "";
+                }}
+            }}
+        }}
+        "#,
+        dir = dir.path().display(),
+        root = root.display(),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let binary = if std::path::Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    };
+    let child = std::process::Command::new(binary)
+        .args([
+            "-p",
+            dir.path().to_str().unwrap(),
+            "-c",
+            conf_path.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx (installed by scripts/stack up)");
+    let nginx = Nginx {
+        child,
+        port,
+        _dir: dir,
+    };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return nginx;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nginx did not start");
+}
+
+#[tokio::test]
+async fn nginx_auth_request_admits_only_what_the_edge_admits() {
+    let w = world(900).await;
+    let nginx = nginx_in_front_of(&w.edge).await;
+    let url = format!("http://127.0.0.1:{}/", nginx.port);
+    let client = reqwest::Client::new();
+    let machine = w.machine_token().await;
+
+    let anonymous = client.get(&url).send().await.unwrap();
+    let forged = client
+        .get(&url)
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    let admitted = client.get(&url).bearer_auth(&machine).send().await.unwrap();
+    let from_browser = client
+        .get(&url)
+        .bearer_auth(&machine)
+        .header("origin", "https://app.acme.test")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(forged.status(), 401);
+    assert_eq!(from_browser.status(), 403);
+    assert_eq!(admitted.status(), 200);
+    assert_eq!(admitted.headers()["x-tenant"], "acme");
+    assert_eq!(admitted.text().await.unwrap(), "protected");
+}
