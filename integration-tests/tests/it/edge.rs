@@ -766,3 +766,30 @@ async fn nginx_auth_request_admits_only_what_the_edge_admits() {
     assert_eq!(admitted.headers()["x-tenant"], "acme");
     assert_eq!(admitted.text().await.unwrap(), "protected");
 }
+
+#[tokio::test]
+async fn one_admin_call_closes_sessions_on_every_edge_within_a_second() {
+    let w = world(900).await;
+    let second = start_edge(&w.identity, redis_port(), "").await;
+    let token = w.machine_token().await;
+    let (mut on_first, _) = w.connect(&token, false).await.unwrap();
+    let mut request = format!("ws://{second}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut on_second, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    let response = w
+        .identity
+        .admin(reqwest::Method::DELETE, "/tenants/acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    let (first, second) = tokio::join!(
+        closed_with(&mut on_first, Duration::from_secs(1)),
+        closed_with(&mut on_second, Duration::from_secs(1)),
+    );
+    assert_eq!((first, second), (Some(1008), Some(1008)));
+}
