@@ -793,3 +793,34 @@ async fn one_admin_call_closes_sessions_on_every_edge_within_a_second() {
     );
     assert_eq!((first, second), (Some(1008), Some(1008)));
 }
+
+#[tokio::test]
+async fn an_unreadable_or_repeated_origin_still_counts_as_a_browser() {
+    let w = world(900).await;
+    let machine = w.machine_token().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/auth", w.edge);
+
+    let unreadable = client
+        .get(&url)
+        .bearer_auth(&machine)
+        .header(
+            "origin",
+            reqwest::header::HeaderValue::from_bytes(b"https://\xffexample").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let browser = w.browser_token().await;
+    let repeated = client
+        .get(&url)
+        .bearer_auth(&browser)
+        .header("origin", "https://app.acme.test")
+        .header("origin", "https://app.acme.test")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(unreadable.status(), 403);
+    assert_eq!(repeated.status(), 403);
+}

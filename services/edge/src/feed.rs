@@ -14,37 +14,53 @@ use keysilo_types::{Kid, TenantId};
 
 use crate::state::{EdgeState, unix_now};
 
-/// Runs for ever.
+/// Runs for ever: the subscription, and beside it a poll of the snapshot
+/// every `poll_interval_seconds`. The poll bounds staleness whatever
+/// happens to the subscription: Redis down, a resync that failed, or a
+/// connection that hangs without closing.
 pub async fn run_feed(state: Arc<EdgeState>) {
     let poll = Duration::from_secs(state.settings.edge.poll_interval_seconds);
-    loop {
-        match state.coord.subscribe().await {
-            Ok(events) => {
-                // Subscribed first, then the snapshot: nothing published
-                // in between is missed (applying twice is harmless).
+    let poller = {
+        let state = state.clone();
+        async move {
+            let mut ticker = tokio::time::interval(poll);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
                 resync(&state).await;
-                let mut events = std::pin::pin!(events);
-                while let Some(event) = events.next().await {
-                    apply(&state, &event);
-                }
-                tracing::warn!("revocation feed lost; resubscribing");
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot subscribe to revocations; polling the snapshot");
-                resync(&state).await;
-                tokio::time::sleep(poll).await;
             }
         }
-    }
+    };
+    let subscriber = async move {
+        loop {
+            match state.coord.subscribe().await {
+                Ok(events) => {
+                    // Subscribed first, then the snapshot: nothing published
+                    // in between is missed (applying twice is harmless).
+                    resync(&state).await;
+                    let mut events = std::pin::pin!(events);
+                    while let Some(event) = events.next().await {
+                        apply(&state, &event);
+                    }
+                    tracing::warn!("revocation feed lost; resubscribing");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot subscribe to revocations; relying on the poll");
+                    tokio::time::sleep(poll).await;
+                }
+            }
+        }
+    };
+    tokio::join!(poller, subscriber);
 }
 
-/// Replaces the revocation set with the identity service's snapshot and
-/// closes sessions it revokes.
+/// Merges the identity service's snapshot into the revocation set and
+/// closes the sessions it revokes.
 pub async fn resync(state: &EdgeState) {
     match fetch_snapshot(state).await {
         Ok(snapshot) => {
             if let Ok(mut revocations) = state.revocations.write() {
-                *revocations = snapshot;
+                revocations.merge(snapshot);
                 revocations.purge(unix_now());
             }
             close_revoked(state);

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use keysilo_tokens::KeySet;
 use keysilo_types::{Kid, TenantId};
 
+/// Tenants tracked at most before forgotten empty entries are pruned.
+const MAX_TENANTS: usize = 100_000;
+/// JWKS fetches in flight at most, over all tenants.
+const MAX_FETCHES: usize = 16;
+
 struct Entry {
     keys: Arc<KeySet>,
     fresh_until: Instant,
@@ -24,6 +29,7 @@ pub struct JwksCache {
     min_refetch: Duration,
     entries: Mutex<HashMap<TenantId, Entry>>,
     fetching: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -48,6 +54,7 @@ impl JwksCache {
             min_refetch,
             entries: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_FETCHES),
         }
     }
 
@@ -62,10 +69,11 @@ impl JwksCache {
         })
     }
 
-    /// Whether `kid` is among the keys known for `tenant` (no fetch).
+    /// Whether `kid` is among the fresh keys known for `tenant` (no fetch);
+    /// once the JWKS is stale a token goes through [`Self::keys_for`] again.
     pub fn knows(&self, tenant: &TenantId, kid: &Kid) -> bool {
         self.cached(tenant)
-            .is_some_and(|(keys, _, _)| keys.contains(kid))
+            .is_some_and(|(keys, fresh, _)| fresh && keys.contains(kid))
     }
 
     /// The tenant's keys, fetched if unknown, stale, or missing `kid`.
@@ -78,6 +86,11 @@ impl JwksCache {
         }
         let gate = {
             let mut fetching = self.fetching.lock().ok()?;
+            // Invented tenant names must not grow this without bound: drop
+            // the gates nobody is waiting on.
+            if fetching.len() >= MAX_TENANTS {
+                fetching.retain(|_, gate| Arc::strong_count(gate) > 1);
+            }
             fetching.entry(tenant.clone()).or_default().clone()
         };
         let _single_flight = gate.lock().await;
@@ -88,6 +101,8 @@ impl JwksCache {
                 return Some(keys);
             }
         }
+        // A global cap on fetches in flight, whatever the tenants.
+        let _permit = self.in_flight.acquire().await.ok()?;
         match self.fetch(tenant).await {
             Ok(Fetched::Keys(keys, max_age)) => {
                 let keys = Arc::new(keys);
@@ -105,7 +120,9 @@ impl JwksCache {
                 Some(keys)
             }
             Ok(Fetched::NoSuchTenant) => {
-                self.forget(tenant);
+                // Remembered as empty for the refetch interval, so invented
+                // tenants cost one fetch each per interval at most.
+                self.remember_empty(tenant);
                 None
             }
             Err(err) => {
@@ -113,10 +130,35 @@ impl JwksCache {
                 tracing::warn!(tenant = %tenant, error = %err, "JWKS fetch failed; keeping known keys");
                 let now = Instant::now();
                 let mut entries = self.entries.lock().ok()?;
-                let entry = entries.get_mut(tenant)?;
-                entry.last_attempt = now;
-                Some(entry.keys.clone())
+                match entries.get_mut(tenant) {
+                    Some(entry) => {
+                        entry.last_attempt = now;
+                        Some(entry.keys.clone())
+                    }
+                    None => {
+                        drop(entries);
+                        self.remember_empty(tenant);
+                        None
+                    }
+                }
             }
+        }
+    }
+
+    fn remember_empty(&self, tenant: &TenantId) {
+        let now = Instant::now();
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MAX_TENANTS {
+                entries.retain(|_, e| !e.keys.is_empty());
+            }
+            entries.insert(
+                tenant.clone(),
+                Entry {
+                    keys: Arc::new(KeySet::default()),
+                    fresh_until: now,
+                    last_attempt: now,
+                },
+            );
         }
     }
 

@@ -24,11 +24,27 @@ fn bearer(req: &HttpRequest) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
+/// The request's `Origin`. A header that is present but unreadable, or
+/// repeated, still counts as present (as a value no rule admits), so it can
+/// never make a browser request pass for a machine one.
 fn origin(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    let mut values = req.headers().get_all(header::ORIGIN);
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(String::new());
+    }
+    Some(first.to_str().unwrap_or_default().to_owned())
+}
+
+/// Longest a frame may wait to be sent before the session is dropped: a
+/// peer that stops reading must not hold the close and expiry checks up.
+const SEND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Longest the upstream WebSocket may take to accept a connection.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn sent<E>(send: impl std::future::Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
 }
 
 /// RFC 6750 §3: no error code without a token, `invalid_token` with a bad
@@ -53,12 +69,19 @@ pub async fn get_auth(req: HttpRequest, state: web::Data<Arc<EdgeState>>) -> Htt
     match validate(&state, token.as_deref(), origin(&req).as_deref()).await {
         Ok(verified) => {
             let claims = verified.claims();
-            HttpResponse::Ok()
-                .insert_header(("X-Auth-Tenant", claims.tenant.as_str()))
-                .insert_header(("X-Auth-Subject", claims.subject.as_str()))
-                .insert_header(("X-Auth-Client", claims.client_id.as_str()))
-                .insert_header(("X-Auth-Scope", claims.scope.as_str()))
-                .finish()
+            let mut response = HttpResponse::Ok();
+            for (name, value) in [
+                ("X-Auth-Tenant", claims.tenant.as_str()),
+                ("X-Auth-Subject", claims.subject.as_str()),
+                ("X-Auth-Client", claims.client_id.as_str()),
+                ("X-Auth-Scope", claims.scope.as_str()),
+            ] {
+                // Signed, but still not necessarily header-safe.
+                if let Ok(value) = header::HeaderValue::from_str(value) {
+                    response.insert_header((name, value));
+                }
+            }
+            response.finish()
         }
         Err(denial) => denied(denial),
     }
@@ -142,13 +165,20 @@ pub async fn get_ws(
     };
     let mut upstream = match &state.settings.edge.upstream_url {
         None => None,
-        Some(url) => match connect_upstream(url, verified.claims()).await {
-            Ok(upstream) => Some(upstream),
-            Err(err) => {
-                tracing::warn!(error = %err, "upstream WebSocket unreachable");
-                return Ok(HttpResponse::BadGateway().finish());
+        Some(url) => {
+            let connect = connect_upstream(url, verified.claims());
+            match tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connect).await {
+                Ok(Ok(upstream)) => Some(upstream),
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "upstream WebSocket unreachable");
+                    return Ok(HttpResponse::BadGateway().finish());
+                }
+                Err(_) => {
+                    tracing::warn!("upstream WebSocket did not answer in time");
+                    return Ok(HttpResponse::GatewayTimeout().finish());
+                }
             }
-        },
+        }
     };
     // The selected subprotocol is `keysilo`, never the token.
     let (response, mut session, mut stream) = if via_subprotocol {
@@ -160,6 +190,17 @@ pub async fn get_ws(
     let (id, mut close) = state
         .sessions
         .register(SessionInfo::of(&claims, verified.kid()));
+    // A revocation applied between the validation and the registration
+    // found no session to close: look again now that it is registered.
+    let revoked_meanwhile = state
+        .revocations
+        .read()
+        .map_or(true, |r| r.check(&claims, verified.kid()).is_err());
+    if revoked_meanwhile {
+        state.sessions.close_where("revoked", |s| {
+            s.tenant == claims.tenant && s.jti == claims.jti
+        });
+    }
     state.metrics.sessions.inc();
     let expires_in = claims
         .expires_at
@@ -173,21 +214,21 @@ pub async fn get_ws(
         let reason: Option<&'static str> = loop {
             tokio::select! {
                 message = stream.next() => {
-                    let sent = match (message, upstream.as_mut()) {
-                        (Some(Ok(Message::Text(text))), Some(up)) => up.send(Up::text(text.to_string())).await.is_ok(),
-                        (Some(Ok(Message::Text(text))), None) => session.text(text).await.is_ok(),
-                        (Some(Ok(Message::Binary(bytes))), Some(up)) => up.send(Up::binary(bytes)).await.is_ok(),
-                        (Some(Ok(Message::Binary(bytes))), None) => session.binary(bytes).await.is_ok(),
-                        (Some(Ok(Message::Ping(bytes))), _) => session.pong(&bytes).await.is_ok(),
+                    let forwarded = match (message, upstream.as_mut()) {
+                        (Some(Ok(Message::Text(text))), Some(up)) => sent(up.send(Up::text(text.to_string()))).await,
+                        (Some(Ok(Message::Text(text))), None) => sent(session.text(text)).await,
+                        (Some(Ok(Message::Binary(bytes))), Some(up)) => sent(up.send(Up::binary(bytes))).await,
+                        (Some(Ok(Message::Binary(bytes))), None) => sent(session.binary(bytes)).await,
+                        (Some(Ok(Message::Ping(bytes))), _) => sent(session.pong(&bytes)).await,
                         (Some(Ok(Message::Close(_))) | None | Some(Err(_)), _) => false,
                         (Some(Ok(_)), _) => true,
                     };
-                    if !sent { break None; }
+                    if !forwarded { break None; }
                 }
                 message = next_upstream(&mut upstream) => {
                     let relayed = match message {
-                        Some(Ok(Up::Text(text))) => session.text(text.as_str().to_owned()).await.is_ok(),
-                        Some(Ok(Up::Binary(bytes))) => session.binary(bytes).await.is_ok(),
+                        Some(Ok(Up::Text(text))) => sent(session.text(text.as_str().to_owned())).await,
+                        Some(Ok(Up::Binary(bytes))) => sent(session.binary(bytes)).await,
                         Some(Ok(Up::Close(_))) | None | Some(Err(_)) => false,
                         Some(Ok(_)) => true,
                     };

@@ -116,11 +116,13 @@ async fn admit(
     if claims.tenant != tenant {
         return Err(Denial::Invalid("tenant"));
     }
-    if let Ok(revocations) = state.revocations.read() {
-        revocations
-            .check(claims, verified.kid())
-            .map_err(|_| Denial::Invalid("revoked"))?;
-    }
+    // A poisoned lock means a writer panicked mid-update: fail closed.
+    state
+        .revocations
+        .read()
+        .map_err(|_| Denial::Invalid("internal"))?
+        .check(claims, verified.kid())
+        .map_err(|_| Denial::Invalid("revoked"))?;
     gate::check_origin(&claims.allowed_origins, origin).map_err(Denial::Origin)?;
     Ok(verified)
 }

@@ -161,6 +161,20 @@ impl Revocations {
         self.jtis.insert((tenant, jti), expires_at);
     }
 
+    /// Adds everything `other` revokes. Revocations are never undone (a
+    /// revoked jti only expires), so merging a snapshot cannot lose an
+    /// event applied while the snapshot was in flight.
+    pub fn merge(&mut self, other: Revocations) {
+        self.tenants.extend(other.tenants);
+        self.kids.extend(other.kids);
+        self.clients.extend(other.clients);
+        self.users.extend(other.users);
+        for (key, exp) in other.jtis {
+            let entry = self.jtis.entry(key).or_insert(exp);
+            *entry = (*entry).max(exp);
+        }
+    }
+
     /// Forgets revoked tokens that have expired anyway.
     pub fn purge(&mut self, now: u64) {
         self.jtis.retain(|_, exp| *exp >= now);

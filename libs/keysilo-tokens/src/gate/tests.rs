@@ -126,3 +126,19 @@ fn revocations_name_what_was_revoked() {
     revoked.tenant(acme);
     assert_eq!(revoked.check(&user_token, &kid), Err(Revoked::Tenant));
 }
+
+#[test]
+fn merging_a_snapshot_never_undoes_a_revocation() {
+    let acme = TenantId::parse("acme").unwrap();
+    let kid = Kid::parse("k1").unwrap();
+    let token = claims("u1", "c1");
+    let mut live = Revocations::default();
+    live.jti(acme.clone(), "j1".into(), 100);
+    // A snapshot taken before that event knows only something else.
+    let mut older = Revocations::default();
+    older.user(acme, "u9".into());
+
+    live.merge(older);
+
+    assert_eq!(live.check(&token, &kid), Err(Revoked::Token));
+}
