@@ -1194,3 +1194,38 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_by_forwarded_address() {
     assert_eq!(from("203.0.113.2").await.unwrap().status(), 200);
     assert_eq!(from("203.0.113.1").await.unwrap().status(), 429);
 }
+
+#[tokio::test]
+async fn expired_revocations_and_refresh_families_are_purged_and_live_ones_kept() {
+    let f = Fixture::new().await;
+    let store = &f.app.state.store;
+    let acme = keysilo_types::TenantId::parse("acme").unwrap();
+    let now = keysilo_identity::clock::now();
+    store
+        .revoke_access_token(&acme, "old", now - Duration::from_secs(10))
+        .await
+        .unwrap();
+    store
+        .revoke_access_token(&acme, "live", now + Duration::from_secs(600))
+        .await
+        .unwrap();
+    let login = f.ok(f.password("alice", &[]).await).await;
+
+    let purged = store.purge_expired(now).await.unwrap();
+
+    assert_eq!(purged, 1);
+    assert!(!store.is_access_token_revoked(&acme, "old").await.unwrap());
+    assert!(store.is_access_token_revoked(&acme, "live").await.unwrap());
+    let refreshed = f
+        .app
+        .token(
+            "acme",
+            f.dashboard(),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", login["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(refreshed.status(), 200);
+}

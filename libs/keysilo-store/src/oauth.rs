@@ -584,6 +584,35 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes what can no longer matter: revoked access tokens past their
+    /// expiry, and refresh families (with their tokens) past their absolute
+    /// lifetime. Returns how many rows went.
+    pub async fn purge_expired(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        let jtis = tx
+            .execute(
+                "DELETE FROM revoked_access_tokens WHERE expires_at < $1",
+                &[&now],
+            )
+            .await?;
+        let tokens = tx
+            .execute(
+                "DELETE FROM refresh_tokens t USING refresh_families f \
+                 WHERE t.family_id = f.id AND f.expires_at < $1",
+                &[&now],
+            )
+            .await?;
+        let families = tx
+            .execute(
+                "DELETE FROM refresh_families WHERE expires_at < $1",
+                &[&now],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(jtis + tokens + families)
+    }
+
     /// Whether an access token was revoked.
     pub async fn is_access_token_revoked(
         &self,

@@ -13,7 +13,7 @@ use keysilo_store::{Store, StoreError};
 use tracing_actix_web::TracingLogger;
 
 use crate::error::ApiError;
-use crate::keys::{KeyCache, KeyService, run_event_listener, run_scheduler};
+use crate::keys::{KeyCache, KeyService, run_event_listener, run_purge, run_scheduler};
 use crate::metrics::{self, Metrics};
 use crate::oauth::clients::ClientCache;
 use crate::oauth::credentials::SecretHasher;
@@ -105,6 +105,7 @@ impl Application {
             Duration::from_secs(settings.keys.scheduler_interval_seconds),
         ));
         tokio::spawn(run_event_listener(coord, cache, clients));
+        tokio::spawn(run_purge(state.store.clone(), Duration::from_secs(3600)));
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(60));
             loop {

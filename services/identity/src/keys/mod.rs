@@ -7,5 +7,5 @@ mod scheduler;
 mod service;
 
 pub use cache::{KeyCache, TenantEntry};
-pub use scheduler::{run_event_listener, run_scheduler};
+pub use scheduler::{run_event_listener, run_purge, run_scheduler};
 pub use service::{KeyError, KeyService, RewrapReport, Rotation};

@@ -31,6 +31,20 @@ pub async fn run_scheduler(service: KeyService, interval: Duration) {
     }
 }
 
+/// Deletes expired revocations and refresh tokens every `interval`, for
+/// ever (on every replica; the deletes are idempotent).
+pub async fn run_purge(store: keysilo_store::Store, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        match store.purge_expired(crate::clock::now()).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "expired tokens purged"),
+            Err(err) => tracing::warn!(error = %err, "purging expired tokens failed"),
+        }
+    }
+}
+
 /// Drops cached tenants named by events, for ever. Whenever the
 /// subscription is (re)established the whole cache is dropped, since
 /// events published while it was down are lost.
