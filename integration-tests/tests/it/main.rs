@@ -13,6 +13,7 @@
 mod helpers;
 
 mod binary;
+mod compat;
 mod edge;
 mod events;
 mod health;
