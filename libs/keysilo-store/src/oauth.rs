@@ -128,6 +128,24 @@ pub enum Redemption {
     Dead,
 }
 
+/// Who can be disabled. The names are constants, never caller input, so
+/// formatting them into SQL is safe.
+#[derive(Debug, Clone, Copy)]
+enum Principal {
+    Client,
+    User,
+}
+
+impl Principal {
+    /// The table and the `refresh_families` column that point at it.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Client => ("clients", "client_id"),
+            Self::User => ("users", "user_id"),
+        }
+    }
+}
+
 const CLIENT_COLUMNS: &str = "tenant_id, id, name, secret_hash, previous_secret_hash, \
      previous_secret_expires_at, grant_types, scopes, audience, allowed_origins, created_at, disabled_at";
 const USER_COLUMNS: &str = "tenant_id, id, username, password_hash, roles, created_at, disabled_at";
@@ -267,29 +285,8 @@ impl Store {
         audit: &NewAuditEvent,
         now: SystemTime,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.client().await?;
-        let tx = conn.transaction().await?;
-        let exists = tx
-            .query_opt(
-                "SELECT disabled_at IS NULL FROM clients WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-                &[&tenant.as_str(), &id],
-            )
-            .await?;
-        let Some(exists) = exists else {
-            return Ok(false);
-        };
-        let enabled: bool = exists.try_get(0)?;
-        if enabled {
-            tx.execute(
-                "UPDATE clients SET disabled_at = $3 WHERE tenant_id = $1 AND id = $2",
-                &[&tenant.as_str(), &id, &now],
-            )
-            .await?;
-            revoke_families(&tx, "client_id", tenant, id, now).await?;
-            insert_audit(&tx, audit, now).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        self.disable(Principal::Client, tenant, id, audit, now)
+            .await
     }
 
     /// Creates a user. [`StoreError::Conflict`] when the username is taken.
@@ -363,25 +360,41 @@ impl Store {
         audit: &NewAuditEvent,
         now: SystemTime,
     ) -> Result<bool, StoreError> {
+        self.disable(Principal::User, tenant, id, audit, now).await
+    }
+
+    /// Disables a client or user (idempotent) and revokes its refresh-token
+    /// families, auditing only a real change; `false` when it does not exist.
+    async fn disable(
+        &self,
+        principal: Principal,
+        tenant: &TenantId,
+        id: &str,
+        audit: &NewAuditEvent,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let (table, family_column) = principal.names();
         let mut conn = self.client().await?;
         let tx = conn.transaction().await?;
-        let exists = tx
+        let row = tx
             .query_opt(
-                "SELECT disabled_at IS NULL FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                &format!(
+                    "SELECT disabled_at IS NULL FROM {table} WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+                ),
                 &[&tenant.as_str(), &id],
             )
             .await?;
-        let Some(exists) = exists else {
+        let Some(row) = row else {
             return Ok(false);
         };
-        let enabled: bool = exists.try_get(0)?;
+        let enabled: bool = row.try_get(0)?;
         if enabled {
             tx.execute(
-                "UPDATE users SET disabled_at = $3 WHERE tenant_id = $1 AND id = $2",
+                &format!("UPDATE {table} SET disabled_at = $3 WHERE tenant_id = $1 AND id = $2"),
                 &[&tenant.as_str(), &id, &now],
             )
             .await?;
-            revoke_families(&tx, "user_id", tenant, id, now).await?;
+            revoke_families(&tx, family_column, tenant, id, now).await?;
             insert_audit(&tx, audit, now).await?;
         }
         tx.commit().await?;
