@@ -436,3 +436,109 @@ async fn exercise_token_flows(client: &reqwest::Client, base: &str) -> Vec<Strin
     .filter(|s| !s.is_empty())
     .collect()
 }
+
+/// A stand-in OTLP/HTTP collector: answers 200 to everything and reports
+/// each request line with its content type.
+async fn fake_collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                let mut buffer = [0u8; 8192];
+                loop {
+                    let Ok(n) = stream.read(&mut buffer).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    received.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&received).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = &text[..end];
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if received.len() < end + 4 + length {
+                        continue;
+                    }
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    let kind = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-type:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .unwrap_or_default();
+                    let _ = tx.send(format!("{line} {kind}"));
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    received.clear();
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn traces_are_exported_over_otlp_http_when_an_endpoint_is_configured() {
+    let (collector, mut received) = fake_collector().await;
+    let database = create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keysilo.toml");
+    write(&config, &TestConfig::new(&database).toml, 0o600);
+    let port = free_port();
+    let password = db_password();
+    let endpoint = format!("http://127.0.0.1:{collector}/v1/traces");
+    let mut child = identity(
+        &["--config", config.to_str().unwrap(), "serve"],
+        &[
+            ("KEYSILO_SECRET_ADMIN_API_KEY", ADMIN_KEY),
+            ("KEYSILO_SECRET_MASTER_KEY_V1", MASTER_KEY_V1),
+            ("KEYSILO_SECRET_CLIENT_SECRET_PEPPER", PEPPER),
+            ("KEYSILO_SECRET_DATABASE_PASSWORD", &password),
+            ("KEYSILO_SERVER__PORT", &port.to_string()),
+            ("KEYSILO_TELEMETRY__OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let export = tokio::time::timeout(Duration::from_secs(10), received.recv()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let export = export.expect("no OTLP export within 10 s").unwrap();
+    assert!(export.starts_with("POST /v1/traces"), "{export}");
+    assert!(export.ends_with("application/x-protobuf"), "{export}");
+}
