@@ -824,3 +824,20 @@ async fn an_unreadable_or_repeated_origin_still_counts_as_a_browser() {
     assert_eq!(unreadable.status(), 403);
     assert_eq!(repeated.status(), 403);
 }
+
+#[tokio::test]
+async fn edge_readiness_follows_redis_and_the_identity_service() {
+    let w = world(900).await;
+    let ready = reqwest::get(format!("http://{}/readyz", w.edge))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let without_redis = start_edge(&w.identity, crate::helpers::free_port(), "").await;
+    let response = reqwest::get(format!("http://{without_redis}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["checks"], json!({ "redis": "down", "identity": "up" }));
+}

@@ -267,12 +267,30 @@ pub async fn get_healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: Redis answers (the revocation feed depends on it).
+/// `GET /readyz`: 200 when Redis (the revocation feed) and the identity
+/// service (keys and snapshots) both answer within 2 s, otherwise 503
+/// naming the one that does not. The edge has no database of its own.
 pub async fn get_readyz(state: web::Data<Arc<EdgeState>>) -> HttpResponse {
-    match tokio::time::timeout(Duration::from_secs(2), state.coord.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        _ => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "status": "unavailable", "checks": { "redis": "down" } })),
+    let limit = Duration::from_secs(2);
+    let identity = state
+        .http
+        .get(format!("{}/healthz", state.settings.edge.identity_url))
+        .send();
+    let (redis, identity) = tokio::join!(
+        tokio::time::timeout(limit, state.coord.ping()),
+        tokio::time::timeout(limit, identity),
+    );
+    let redis = matches!(redis, Ok(Ok(())));
+    let identity = matches!(identity, Ok(Ok(ref r)) if r.status().is_success());
+    let up = |ok: bool| if ok { "up" } else { "down" };
+    let body = serde_json::json!({
+        "status": if redis && identity { "ready" } else { "unavailable" },
+        "checks": { "redis": up(redis), "identity": up(identity) },
+    });
+    if redis && identity {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 
