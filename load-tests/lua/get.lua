@@ -1,0 +1,1 @@
+dofile(os.getenv("KS_LUA_DIR") .. "/report.lua")
