@@ -132,20 +132,7 @@ fn close_revoked(state: &EdgeState) {
         return;
     };
     let closed = state.sessions.close_where("revoked", |s| {
-        let claims = keysilo_tokens::AccessTokenClaims {
-            issuer: String::new(),
-            subject: s.subject.clone(),
-            audience: Vec::new(),
-            client_id: s.client.clone(),
-            scope: String::new(),
-            tenant: s.tenant.clone(),
-            jti: s.jti.clone(),
-            issued_at: 0,
-            expires_at: 0,
-            allowed_origins: Vec::new(),
-            roles: Vec::new(),
-        };
-        revocations.check(&claims, &s.kid).is_err()
+        revocations.check_subject(s.subject()).is_err()
     });
     if closed > 0 {
         state

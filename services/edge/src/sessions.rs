@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use keysilo_tokens::AccessTokenClaims;
+use keysilo_tokens::gate::Subject;
 use keysilo_types::{Kid, TenantId};
 use tokio::sync::mpsc;
 
@@ -24,6 +25,17 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    /// What revocations are checked against.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            tenant: &self.tenant,
+            kid: &self.kid,
+            client: &self.client,
+            subject: &self.subject,
+            jti: &self.jti,
+        }
+    }
+
     /// From verified claims.
     pub fn of(claims: &AccessTokenClaims, kid: &Kid) -> Self {
         Self {

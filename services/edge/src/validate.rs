@@ -1,5 +1,7 @@
 //! The validation pipeline of both `/auth` and `/ws`.
 
+use std::sync::Arc;
+
 use keysilo_tokens::gate::{self, OriginRejection};
 use keysilo_tokens::{Expectations, VerifiedAccessToken};
 
@@ -50,7 +52,7 @@ pub async fn validate(
     state: &EdgeState,
     token: Option<&str>,
     origin: Option<&str>,
-) -> Result<VerifiedAccessToken, Denial> {
+) -> Result<Arc<VerifiedAccessToken>, Denial> {
     let outcome = admit(state, token, origin).await;
     let (label, why) = match &outcome {
         Ok(_) => ("accepted", "ok"),
@@ -68,23 +70,25 @@ async fn admit(
     state: &EdgeState,
     token: Option<&str>,
     origin: Option<&str>,
-) -> Result<VerifiedAccessToken, Denial> {
+) -> Result<Arc<VerifiedAccessToken>, Denial> {
     let token = token.filter(|t| !t.is_empty()).ok_or(Denial::Missing)?;
     let settings = &state.settings.edge;
     let now = unix_now();
-    let skew = settings.clock_skew_seconds;
-    // Only issuers under the configured base are trusted; nobody else's
-    // keys are ever fetched.
-    let issuer = gate::unverified_issuer(token).ok_or(Denial::Invalid("malformed"))?;
-    let tenant = gate::tenant_of_issuer(&settings.issuer_base, &issuer)
-        .ok_or(Denial::Invalid("untrusted_issuer"))?;
+    let tenant_of =
+        |v: &VerifiedAccessToken| gate::tenant_of_issuer(&settings.issuer_base, &v.claims().issuer);
+    // A token seen before needs neither parsing nor RSA: its digest finds
+    // the verified claims, used while their key is still a fresh one.
     let digest = openssl::sha::sha256(token.as_bytes());
     let cached = state
         .verified
         .lock()
         .ok()
-        .and_then(|cache| cache.get(&digest, now, skew).cloned())
-        .filter(|v| state.jwks.knows(&tenant, v.kid()));
+        .and_then(|cache| {
+            cache
+                .get(&digest, now, settings.clock_skew_seconds)
+                .cloned()
+        })
+        .filter(|v| tenant_of(v).is_some_and(|t| state.jwks.knows(&t, v.kid())));
     let verified = match cached {
         Some(verified) => {
             state.metrics.cache.with_label_values(&["hit"]).inc();
@@ -92,20 +96,7 @@ async fn admit(
         }
         None => {
             state.metrics.cache.with_label_values(&["miss"]).inc();
-            let kid = keysilo_tokens::peek_kid(token).ok_or(Denial::Invalid("unknown_key"))?;
-            let keys = state
-                .jwks
-                .keys_for(&tenant, &kid)
-                .await
-                .ok_or(Denial::Invalid("unknown_tenant"))?;
-            let expect = Expectations {
-                issuer: &issuer,
-                audience: Some(&settings.audience),
-                now,
-                skew,
-            };
-            let verified = keysilo_tokens::verify(token, &keys, &expect)
-                .map_err(|err| Denial::Invalid(reason(&err)))?;
+            let verified = Arc::new(verify_fresh(state, token, now).await?);
             if let Ok(mut cache) = state.verified.lock() {
                 cache.insert(digest, verified.clone(), now);
             }
@@ -113,10 +104,11 @@ async fn admit(
         }
     };
     let claims = verified.claims();
-    if claims.tenant != tenant {
+    // The token's tenant must be its issuer's.
+    if tenant_of(&verified).as_ref() != Some(&claims.tenant) {
         return Err(Denial::Invalid("tenant"));
     }
-    // A poisoned lock means a writer panicked mid-update: fail closed.
+    // Revocations fail closed on a poisoned lock (a writer panicked).
     state
         .revocations
         .read()
@@ -125,4 +117,31 @@ async fn admit(
         .map_err(|_| Denial::Invalid("revoked"))?;
     gate::check_origin(&claims.allowed_origins, origin).map_err(Denial::Origin)?;
     Ok(verified)
+}
+
+/// Verifies `token` from scratch: its issuer must be under the configured
+/// base (nobody else's keys are ever fetched), then signature and claims
+/// against that tenant's keys.
+async fn verify_fresh(
+    state: &EdgeState,
+    token: &str,
+    now: u64,
+) -> Result<VerifiedAccessToken, Denial> {
+    let settings = &state.settings.edge;
+    let issuer = gate::unverified_issuer(token).ok_or(Denial::Invalid("malformed"))?;
+    let tenant = gate::tenant_of_issuer(&settings.issuer_base, &issuer)
+        .ok_or(Denial::Invalid("untrusted_issuer"))?;
+    let kid = keysilo_tokens::peek_kid(token).ok_or(Denial::Invalid("unknown_key"))?;
+    let keys = state
+        .jwks
+        .keys_for(&tenant, &kid)
+        .await
+        .ok_or(Denial::Invalid("unknown_tenant"))?;
+    let expect = Expectations {
+        issuer: &issuer,
+        audience: Some(&settings.audience),
+        now,
+        skew: settings.clock_skew_seconds,
+    };
+    keysilo_tokens::verify(token, &keys, &expect).map_err(|err| Denial::Invalid(reason(&err)))
 }

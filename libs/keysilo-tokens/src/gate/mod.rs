@@ -12,6 +12,7 @@
 mod tests;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use keysilo_types::{Kid, TenantId};
 
@@ -125,17 +126,58 @@ pub enum Revoked {
     Token,
 }
 
-/// Everything revoked that tokens may still carry, per tenant.
+/// What a token depends on, by reference: what [`Revocations::check_subject`]
+/// looks up.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// `tid`.
+    pub tenant: &'a TenantId,
+    /// The signing key.
+    pub kid: &'a Kid,
+    /// `client_id`.
+    pub client: &'a str,
+    /// `sub` (equal to `client` for machine tokens).
+    pub subject: &'a str,
+    /// `jti`.
+    pub jti: &'a str,
+}
+
+impl<'a> Subject<'a> {
+    /// The subject of verified claims signed by `kid`.
+    pub fn of(claims: &'a AccessTokenClaims, kid: &'a Kid) -> Self {
+        Self {
+            tenant: &claims.tenant,
+            kid,
+            client: &claims.client_id,
+            subject: &claims.subject,
+            jti: &claims.jti,
+        }
+    }
+}
+
+/// What is revoked within one tenant.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct TenantRevocations {
+    kids: HashSet<Kid>,
+    clients: HashSet<String>,
+    users: HashSet<String>,
+    jtis: HashMap<String, u64>,
+}
+
+/// Everything revoked that tokens may still carry. Nested per tenant so
+/// that a check (on every request of the edge) borrows instead of
+/// allocating lookup keys.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Revocations {
     tenants: HashSet<TenantId>,
-    kids: HashSet<(TenantId, Kid)>,
-    clients: HashSet<(TenantId, String)>,
-    users: HashSet<(TenantId, String)>,
-    jtis: HashMap<(TenantId, String), u64>,
+    within: HashMap<TenantId, TenantRevocations>,
 }
 
 impl Revocations {
+    fn of(&mut self, tenant: TenantId) -> &mut TenantRevocations {
+        self.within.entry(tenant).or_default()
+    }
+
     /// Records a disabled tenant.
     pub fn tenant(&mut self, tenant: TenantId) {
         self.tenants.insert(tenant);
@@ -143,22 +185,23 @@ impl Revocations {
 
     /// Records a revoked key.
     pub fn kid(&mut self, tenant: TenantId, kid: Kid) {
-        self.kids.insert((tenant, kid));
+        self.of(tenant).kids.insert(kid);
     }
 
     /// Records a disabled client.
     pub fn client(&mut self, tenant: TenantId, client: String) {
-        self.clients.insert((tenant, client));
+        self.of(tenant).clients.insert(client);
     }
 
     /// Records a disabled user.
     pub fn user(&mut self, tenant: TenantId, user: String) {
-        self.users.insert((tenant, user));
+        self.of(tenant).users.insert(user);
     }
 
     /// Records a revoked token until it expires.
     pub fn jti(&mut self, tenant: TenantId, jti: String, expires_at: u64) {
-        self.jtis.insert((tenant, jti), expires_at);
+        let expiry = self.of(tenant).jtis.entry(jti).or_insert(expires_at);
+        *expiry = (*expiry).max(expires_at);
     }
 
     /// Adds everything `other` revokes. Revocations are never undone (a
@@ -166,46 +209,48 @@ impl Revocations {
     /// event applied while the snapshot was in flight.
     pub fn merge(&mut self, other: Revocations) {
         self.tenants.extend(other.tenants);
-        self.kids.extend(other.kids);
-        self.clients.extend(other.clients);
-        self.users.extend(other.users);
-        for (key, exp) in other.jtis {
-            let entry = self.jtis.entry(key).or_insert(exp);
-            *entry = (*entry).max(exp);
+        for (tenant, theirs) in other.within {
+            let ours = self.of(tenant);
+            ours.kids.extend(theirs.kids);
+            ours.clients.extend(theirs.clients);
+            ours.users.extend(theirs.users);
+            for (jti, exp) in theirs.jtis {
+                let expiry = ours.jtis.entry(jti).or_insert(exp);
+                *expiry = (*expiry).max(exp);
+            }
         }
     }
 
     /// Forgets revoked tokens that have expired anyway.
     pub fn purge(&mut self, now: u64) {
-        self.jtis.retain(|_, exp| *exp >= now);
+        for revoked in self.within.values_mut() {
+            revoked.jtis.retain(|_, exp| *exp >= now);
+        }
     }
 
     /// What, if anything, revokes a token with these claims signed by `kid`.
     pub fn check(&self, claims: &AccessTokenClaims, kid: &Kid) -> Result<(), Revoked> {
-        let tenant = &claims.tenant;
-        if self.tenants.contains(tenant) {
+        self.check_subject(Subject::of(claims, kid))
+    }
+
+    /// What, if anything, revokes what `subject` depends on.
+    pub fn check_subject(&self, subject: Subject<'_>) -> Result<(), Revoked> {
+        if self.tenants.contains(subject.tenant) {
             return Err(Revoked::Tenant);
         }
-        if self.kids.contains(&(tenant.clone(), kid.clone())) {
+        let Some(revoked) = self.within.get(subject.tenant) else {
+            return Ok(());
+        };
+        if revoked.kids.contains(subject.kid) {
             return Err(Revoked::Key);
         }
-        if self
-            .clients
-            .contains(&(tenant.clone(), claims.client_id.clone()))
-        {
+        if revoked.clients.contains(subject.client) {
             return Err(Revoked::Client);
         }
-        if claims.subject != claims.client_id
-            && self
-                .users
-                .contains(&(tenant.clone(), claims.subject.clone()))
-        {
+        if subject.subject != subject.client && revoked.users.contains(subject.subject) {
             return Err(Revoked::User);
         }
-        if self
-            .jtis
-            .contains_key(&(tenant.clone(), claims.jti.clone()))
-        {
+        if revoked.jtis.contains_key(subject.jti) {
             return Err(Revoked::Token);
         }
         Ok(())
@@ -218,7 +263,7 @@ impl Revocations {
 /// revocations on every hit; this caches the signature only.
 #[derive(Debug)]
 pub struct VerifiedCache {
-    entries: HashMap<[u8; 32], VerifiedAccessToken>,
+    entries: HashMap<[u8; 32], Arc<VerifiedAccessToken>>,
     capacity: usize,
 }
 
@@ -232,7 +277,7 @@ impl VerifiedCache {
     }
 
     /// The verified token for `digest` if it has not expired at `now`.
-    pub fn get(&self, digest: &[u8; 32], now: u64, skew: u64) -> Option<&VerifiedAccessToken> {
+    pub fn get(&self, digest: &[u8; 32], now: u64, skew: u64) -> Option<&Arc<VerifiedAccessToken>> {
         self.entries
             .get(digest)
             .filter(|t| t.claims().expires_at.saturating_add(skew) > now)
@@ -240,7 +285,7 @@ impl VerifiedCache {
 
     /// Remembers a verified token; when full, expired entries go first and,
     /// if that is not enough, everything does (a cache, not a store).
-    pub fn insert(&mut self, digest: [u8; 32], token: VerifiedAccessToken, now: u64) {
+    pub fn insert(&mut self, digest: [u8; 32], token: Arc<VerifiedAccessToken>, now: u64) {
         if self.entries.len() >= self.capacity {
             self.entries.retain(|_, t| t.claims().expires_at > now);
             if self.entries.len() >= self.capacity {
