@@ -374,133 +374,106 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_whole_family() {
     f.ok(renewed).await;
 }
 
+/// One row of the error table: client credentials, form, status, error.
+type BasicCase<'a> = ((&'a str, &'a str), &'a [(&'a str, &'a str)], u16, &'a str);
+
 #[tokio::test]
 async fn every_token_error_comes_in_its_rfc_6749_case() {
     let f = Fixture::new().await;
     let url = format!("{}/acme/oauth2/token", f.app.address);
+    let (m2m, dashboard) = (f.m2m(), f.dashboard());
     let cc = [("grant_type", "client_credentials")];
 
-    let missing_grant = f.app.token("acme", f.m2m(), &[]).await;
-    assert_eq!(
-        error_of(missing_grant).await,
-        (400, "invalid_request".into())
-    );
-    let repeated = f
-        .app
-        .client
-        .post(&url)
-        .basic_auth(&f.m2m.0, Some(&f.m2m.1))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials&scope=read&scope=write")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_of(repeated).await, (400, "invalid_request".into()));
-    let json_body = f
-        .app
-        .client
-        .post(&url)
-        .basic_auth(&f.m2m.0, Some(&f.m2m.1))
-        .json(&json!({ "grant_type": "client_credentials" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_of(json_body).await, (400, "invalid_request".into()));
-
-    let wrong_basic = f.app.token("acme", (&f.m2m.0, "wrong"), &cc).await;
-    assert_eq!(
-        wrong_basic.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .split(' ')
-            .next(),
-        Some("Basic")
-    );
-    assert_eq!(error_of(wrong_basic).await, (401, "invalid_client".into()));
-    let wrong_post = f
-        .app
-        .client
-        .post(&url)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &f.m2m.0),
-            ("client_secret", "wrong"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_of(wrong_post).await, (401, "invalid_client".into()));
-    let unknown_client = f.app.token("acme", ("nobody", "nothing"), &cc).await;
-    assert_eq!(
-        error_of(unknown_client).await,
-        (401, "invalid_client".into())
-    );
-    let anonymous = f.app.client.post(&url).form(&cc).send().await.unwrap();
-    assert_eq!(error_of(anonymous).await, (401, "invalid_client".into()));
-
-    let not_registered = f.app.token("acme", f.dashboard(), &cc).await;
-    assert_eq!(
-        error_of(not_registered).await,
-        (400, "unauthorized_client".into())
-    );
-    let m2m_refresh = f
-        .app
-        .token(
-            "acme",
-            f.m2m(),
+    // Requests authenticated with HTTP Basic: (client, form, status, error).
+    let basic: &[BasicCase<'_>] = &[
+        (m2m, &[], 400, "invalid_request"),
+        ((m2m.0, "wrong"), &cc, 401, "invalid_client"),
+        (("nobody", "nothing"), &cc, 401, "invalid_client"),
+        (dashboard, &cc, 400, "unauthorized_client"),
+        (
+            m2m,
             &[("grant_type", "refresh_token"), ("refresh_token", "x")],
-        )
-        .await;
-    assert_eq!(
-        error_of(m2m_refresh).await,
-        (400, "unauthorized_client".into())
-    );
-    let unsupported = f
-        .app
-        .token(
-            "acme",
-            f.m2m(),
+            400,
+            "unauthorized_client",
+        ),
+        (
+            m2m,
             &[("grant_type", "authorization_code"), ("code", "x")],
-        )
-        .await;
-    assert_eq!(
-        error_of(unsupported).await,
-        (400, "unsupported_grant_type".into())
-    );
-    let bad_refresh = f
-        .app
-        .token(
-            "acme",
-            f.dashboard(),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            dashboard,
             &[("grant_type", "refresh_token"), ("refresh_token", "forged")],
-        )
-        .await;
-    assert_eq!(error_of(bad_refresh).await, (400, "invalid_grant".into()));
-    let no_password = f
-        .app
-        .token(
-            "acme",
-            f.dashboard(),
+            400,
+            "invalid_grant",
+        ),
+        (
+            dashboard,
             &[("grant_type", "password"), ("username", "alice")],
-        )
-        .await;
-    assert_eq!(error_of(no_password).await, (400, "invalid_request".into()));
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (client, form, status, error) in basic {
+        let response = f.app.token("acme", *client, form).await;
+        let challenge = response.headers().get("www-authenticate").cloned();
+        assert_eq!(
+            error_of(response).await,
+            (*status, (*error).to_owned()),
+            "{form:?}"
+        );
+        // RFC 6749 §5.2: a failed Basic authentication carries its challenge.
+        if *status == 401 {
+            assert!(challenge.is_some_and(|c| c.to_str().unwrap().starts_with("Basic")));
+        }
+    }
 
-    let unknown_tenant = f.app.token("nope", f.m2m(), &cc).await;
-    assert_eq!(unknown_tenant.status(), 404);
-    let huge = f
-        .app
-        .client
-        .post(&url)
-        .basic_auth(&f.m2m.0, Some(&f.m2m.1))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", &"x".repeat(20_000)),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(huge.status(), 413);
+    // Requests built by hand: (request, status, error).
+    let client = &f.app.client;
+    let raw = [
+        (
+            client
+                .post(&url)
+                .basic_auth(m2m.0, Some(m2m.1))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("grant_type=client_credentials&scope=read&scope=write"),
+            400,
+            "invalid_request",
+        ),
+        (
+            client
+                .post(&url)
+                .basic_auth(m2m.0, Some(m2m.1))
+                .json(&json!({ "grant_type": "client_credentials" })),
+            400,
+            "invalid_request",
+        ),
+        (
+            client.post(&url).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", m2m.0),
+                ("client_secret", "wrong"),
+            ]),
+            401,
+            "invalid_client",
+        ),
+        (client.post(&url).form(&cc), 401, "invalid_client"),
+        (
+            client.post(&url).basic_auth(m2m.0, Some(m2m.1)).form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", &"x".repeat(20_000)),
+            ]),
+            413,
+            "invalid_request",
+        ),
+    ];
+    for (request, status, error) in raw {
+        let response = request.send().await.unwrap();
+        assert_eq!(error_of(response).await, (status, error.to_owned()));
+    }
+
+    assert_eq!(f.app.token("nope", m2m, &cc).await.status(), 404);
 }
 
 #[tokio::test]
