@@ -134,6 +134,63 @@ pub async fn post_client_secret(
         })))
 }
 
+/// What `DELETE …/clients/{id}` and `DELETE …/users/{id}` disable.
+#[derive(Debug, Clone, Copy)]
+enum Disable {
+    Client,
+    User,
+}
+
+/// Disables a client or a user: audited, refresh families revoked (in the
+/// store), caches dropped here, and an event for the other replicas and the
+/// edges, which refuse its tokens and close its sessions.
+async fn disable(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    what: Disable,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, id) = path.into_inner();
+    let tenant = tenant_in_path(&tenant)?;
+    let actor = authorize_tenant(&state, &caller, &tenant).await?;
+    live_tenant(&state, &tenant).await?;
+    let (kind, field) = match what {
+        Disable::Client => ("client.disabled", "client_id"),
+        Disable::User => ("user.disabled", "user_id"),
+    };
+    let mut details = serde_json::Map::new();
+    details.insert(field.into(), id.clone().into());
+    let audit = NewAuditEvent {
+        tenant_id: Some(tenant.clone()),
+        kind,
+        actor: actor.name(),
+        details: details.into(),
+    };
+    let now = clock::now();
+    let found = match what {
+        Disable::Client => {
+            state
+                .store
+                .disable_client(&tenant, &id, &audit, now)
+                .await?
+        }
+        Disable::User => state.store.disable_user(&tenant, &id, &audit, now).await?,
+    };
+    if !found {
+        return Err(ApiError::NotFound);
+    }
+    let mut event = Event::about(kind, &tenant);
+    match what {
+        Disable::Client => {
+            state.clients.invalidate(&tenant, &id);
+            event.client = Some(id);
+        }
+        Disable::User => event.user = Some(id),
+    }
+    announce(&state, event).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// `DELETE /admin/v1/tenants/{T}/clients/{id}`: disables the client
 /// everywhere; its refresh tokens die and its access tokens are refused.
 /// **Permissions:** platform admin, or a tenant admin of `T`.
@@ -142,33 +199,7 @@ pub async fn delete_client(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, id) = path.into_inner();
-    let tenant = tenant_in_path(&tenant)?;
-    let actor = authorize_tenant(&state, &caller, &tenant).await?;
-    live_tenant(&state, &tenant).await?;
-    let audit = NewAuditEvent {
-        tenant_id: Some(tenant.clone()),
-        kind: "client.disabled",
-        actor: actor.name(),
-        details: serde_json::json!({ "client_id": id }),
-    };
-    if !state
-        .store
-        .disable_client(&tenant, &id, &audit, clock::now())
-        .await?
-    {
-        return Err(ApiError::NotFound);
-    }
-    state.clients.invalidate(&tenant, &id);
-    announce(
-        &state,
-        Event {
-            client: Some(id),
-            ..Event::about("client.disabled", &tenant)
-        },
-    )
-    .await;
-    Ok(HttpResponse::NoContent().finish())
+    disable(caller, state, path, Disable::Client).await
 }
 
 /// Body of `POST …/users`.
@@ -217,39 +248,14 @@ pub async fn post_user(
 }
 
 /// `DELETE /admin/v1/tenants/{T}/users/{id}`: disables the user; its
-/// refresh-token families are revoked and its access tokens refused.
-/// **Permissions:** platform admin, or a tenant admin of `T`.
+/// refresh-token families are revoked, its access tokens refused and its
+/// sessions closed. **Permissions:** platform admin, or a tenant admin of `T`.
 pub async fn delete_user(
     caller: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, id) = path.into_inner();
-    let tenant = tenant_in_path(&tenant)?;
-    let actor = authorize_tenant(&state, &caller, &tenant).await?;
-    live_tenant(&state, &tenant).await?;
-    let audit = NewAuditEvent {
-        tenant_id: Some(tenant.clone()),
-        kind: "user.disabled",
-        actor: actor.name(),
-        details: serde_json::json!({ "user_id": id }),
-    };
-    if !state
-        .store
-        .disable_user(&tenant, &id, &audit, clock::now())
-        .await?
-    {
-        return Err(ApiError::NotFound);
-    }
-    announce(
-        &state,
-        Event {
-            user: Some(id),
-            ..Event::about("user.disabled", &tenant)
-        },
-    )
-    .await;
-    Ok(HttpResponse::NoContent().finish())
+    disable(caller, state, path, Disable::User).await
 }
 
 /// Refuses a tenant that does not exist or is disabled.
