@@ -409,3 +409,27 @@ async fn an_emergency_rotation_withdraws_a_staged_next_key() {
     assert_eq!(status_of(&keys, &staged), "revoked");
     assert!(!app.jwks_kids("acme").await.contains(&staged));
 }
+
+#[tokio::test]
+async fn a_replica_that_missed_the_event_signs_with_the_new_key_within_its_cache_age() {
+    let database = create_database().await;
+    let config = TestConfig::new(&database).set("KEYSILO_KEYS__CACHE_MAX_AGE_SECONDS", "1");
+    let deaf = spawn_app_with(config, database.clone()).await;
+    deaf.create_tenant("acme").await;
+    let first = deaf.signing_kid("acme").await.unwrap();
+    // The entry expires and is reloaded with the keys unchanged: the same
+    // signer carries on.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(deaf.signing_kid("acme").await.unwrap(), first);
+
+    // Another replica on other Redis keys rotates: no event reaches `deaf`.
+    let config = TestConfig::new(&database).set("KEYSILO_REDIS__KEY_PREFIX", "elsewhere:");
+    let other = spawn_app_with(config, database).await;
+    let new = other.rotate("acme").await;
+    assert_eq!(deaf.signing_kid("acme").await.unwrap(), first);
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(deaf.signing_kid("acme").await.unwrap(), new);
+    assert!(!deaf.jwks_kids("acme").await.is_empty());
+    assert_eq!(deaf.jwks_kids("acme").await[0], new);
+}

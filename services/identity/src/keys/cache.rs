@@ -44,7 +44,7 @@ pub struct TenantEntry {
     pub signing: Option<SigningKey>,
     /// Verifiers of every published key, for introspection and tenant
     /// admins' tokens.
-    pub verifiers: keysilo_tokens::KeySet,
+    pub verifiers: Arc<keysilo_tokens::KeySet>,
 }
 
 enum Slot {
@@ -146,37 +146,24 @@ impl KeyCache {
         let now = clock::now();
         let published: Vec<&StoredKey> = keys.iter().filter(|k| is_published(k, now)).collect();
         let jwks = jwks_document(&published);
-        let public: Vec<serde_json::Value> = published.iter().map(|k| public_jwk(k)).collect();
-        let verifiers = keysilo_tokens::KeySet::from_jwks(&public).unwrap_or_default();
         let etag = format!(
             "\"{}\"",
             URL_SAFE_NO_PAD.encode(openssl::sha::sha256(jwks.as_bytes()))
         );
-        // The public documents do not depend on the private key: if it
-        // cannot be unwrapped (a tampered row, a missing master key
-        // version), the JWKS is still served and signing fails loudly.
-        let signing = keys
-            .iter()
-            .find(|k| k.status == KeyStatus::Active)
-            .and_then(|active| {
-                let signing = self
-                    .service
-                    .ring()
-                    .unwrap(&tenant.id, &active.kid, &wrapped_of(active))
-                    .and_then(|private| SigningKey::new(active.kid.clone(), &private));
-                match signing {
-                    Ok(signing) => Some(signing),
-                    Err(err) => {
-                        tracing::error!(
-                            tenant = %tenant.id,
-                            kid = %active.kid,
-                            error = %err,
-                            "cannot load the active signing key"
-                        );
-                        None
-                    }
-                }
-            });
+        let active = keys.iter().find(|k| k.status == KeyStatus::Active);
+        // An entry that expired with its keys unchanged (the same published
+        // set, the same active key) hands over its signer and verifiers:
+        // building them parses RSA keys, which costs more than a signature,
+        // and with many tenants every entry expires every max-age.
+        let (signing, verifiers) = match self.unchanged(id, &jwks, active) {
+            Some(previous) => (previous.signing.clone(), previous.verifiers.clone()),
+            None => {
+                let public: Vec<serde_json::Value> =
+                    published.iter().map(|k| public_jwk(k)).collect();
+                let verifiers = keysilo_tokens::KeySet::from_jwks(&public).unwrap_or_default();
+                (self.signing_key(&tenant, active), Arc::new(verifiers))
+            }
+        };
         // Reload when the first retired key leaves its grace period.
         let mut until = Instant::now() + self.max_age;
         for key in &published {
@@ -199,6 +186,50 @@ impl KeyCache {
             }),
             until,
         )))
+    }
+
+    /// The expired entry of tenant `id` if it published exactly `jwks` and
+    /// signed with `active`, so its signer and verifiers are still right.
+    fn unchanged(
+        &self,
+        id: &TenantId,
+        jwks: &str,
+        active: Option<&StoredKey>,
+    ) -> Option<Arc<TenantEntry>> {
+        let entries = self.entries.read().ok()?;
+        let Some(Slot::Present(previous, _)) = entries.get(id) else {
+            return None;
+        };
+        let same_signer = match (&previous.signing, active) {
+            (Some(signing), Some(active)) => *signing.kid() == active.kid,
+            _ => false,
+        };
+        (same_signer && previous.jwks == jwks).then(|| previous.clone())
+    }
+
+    /// Unwraps the active key and builds its signer. The public documents
+    /// do not depend on it: if it cannot be unwrapped (a tampered row, a
+    /// missing master key version), the JWKS is still served and signing
+    /// fails loudly.
+    fn signing_key(&self, tenant: &TenantRecord, active: Option<&StoredKey>) -> Option<SigningKey> {
+        let active = active?;
+        let signing = self
+            .service
+            .ring()
+            .unwrap(&tenant.id, &active.kid, &wrapped_of(active))
+            .and_then(|private| SigningKey::new(active.kid.clone(), &private));
+        match signing {
+            Ok(signing) => Some(signing),
+            Err(err) => {
+                tracing::error!(
+                    tenant = %tenant.id,
+                    kid = %active.kid,
+                    error = %err,
+                    "cannot load the active signing key"
+                );
+                None
+            }
+        }
     }
 
     /// The scopes the tenant's clients may request, plus `admin`.
