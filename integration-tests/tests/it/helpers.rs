@@ -78,9 +78,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Creates an empty database owned by `keysilo` and returns its name.
-pub async fn create_database() -> String {
-    let name = format!("ks_test_{}", uuid::Uuid::new_v4().simple());
+/// A connection to the stack's `keysilo` database as the `keysilo` role.
+pub async fn admin_sql() -> tokio_postgres::Client {
     let config = format!(
         "host=127.0.0.1 port={} user=keysilo password={} dbname=keysilo",
         pg_port(),
@@ -91,6 +90,13 @@ pub async fn create_database() -> String {
         .expect("connect to PostgreSQL; is `scripts/stack up` running?");
     tokio::spawn(connection);
     client
+}
+
+/// Creates an empty database owned by `keysilo` and returns its name.
+pub async fn create_database() -> String {
+    let name = format!("ks_test_{}", uuid::Uuid::new_v4().simple());
+    admin_sql()
+        .await
         .batch_execute(&format!(r#"CREATE DATABASE "{name}""#))
         .await
         .unwrap();

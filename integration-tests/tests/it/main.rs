@@ -16,6 +16,7 @@ mod binary;
 mod compat;
 mod edge;
 mod events;
+mod footprint;
 mod health;
 mod keys;
 mod oauth;
