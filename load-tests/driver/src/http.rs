@@ -1,0 +1,249 @@
+//! HTTP scenarios against the token endpoint.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::report::{Latencies, round};
+
+/// Arguments of `refresh`.
+#[derive(Args)]
+pub struct RefreshArgs {
+    /// The tenant's token endpoint.
+    #[arg(long)]
+    url: String,
+    /// base64(client_id:client_secret) of a client allowed the password
+    /// and refresh_token grants.
+    #[arg(long, env = "KS_BASIC")]
+    basic: String,
+    /// The user's name.
+    #[arg(long)]
+    username: String,
+    /// The user's password.
+    #[arg(long, env = "KS_PASSWORD")]
+    password: String,
+    /// Chains run at once (one connection each).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds run before measuring.
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+/// Arguments of `rate`.
+#[derive(Args)]
+pub struct RateArgs {
+    /// The tenant's token endpoint.
+    #[arg(long)]
+    url: String,
+    /// base64(client_id:client_secret) of a client_credentials client.
+    #[arg(long, env = "KS_BASIC")]
+    basic: String,
+    /// Requests per second.
+    #[arg(long)]
+    rate: f64,
+    /// Seconds run at the rate before measuring.
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+/// Arguments of `cold`.
+#[derive(Args)]
+pub struct ColdArgs {
+    /// The identity service's base URL.
+    #[arg(long)]
+    base: String,
+    /// Lines of `tenant base64(client_id:client_secret)`.
+    #[arg(long)]
+    file: PathBuf,
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// One token-endpoint call; the parsed body of a 200, an error otherwise.
+async fn token(
+    client: &reqwest::Client,
+    url: &str,
+    basic: &str,
+    form: &[(&str, &str)],
+) -> anyhow::Result<Value> {
+    let response = client
+        .post(url)
+        .header("Authorization", format!("Basic {basic}"))
+        .form(form)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    anyhow::ensure!(status.is_success(), "token endpoint answered {status}");
+    Ok(body)
+}
+
+fn refresh_token_of(body: &Value) -> anyhow::Result<String> {
+    body.get("refresh_token")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .context("no refresh_token in the answer")
+}
+
+/// Runs the refresh chains; see [`crate::Command::Refresh`].
+pub async fn refresh(args: RefreshArgs) -> anyhow::Result<Value> {
+    let client = client()?;
+    let args = Rc::new(args);
+    let login = |client: reqwest::Client, args: Rc<RefreshArgs>| async move {
+        let form = [
+            ("grant_type", "password"),
+            ("username", args.username.as_str()),
+            ("password", args.password.as_str()),
+        ];
+        refresh_token_of(&token(&client, &args.url, &args.basic, &form).await?)
+    };
+    // Logins first (each one is an argon2id check), then the chains.
+    let mut chains = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        chains.push(login(client.clone(), args.clone()).await?);
+    }
+    let latencies = Rc::new(RefCell::new(Latencies::new()?));
+    let warm_until = Instant::now() + Duration::from_secs(args.warmup);
+    let stop_at = warm_until + Duration::from_secs(args.seconds);
+    let local = tokio::task::LocalSet::new();
+    for mut current in chains {
+        let (client, args, latencies) = (client.clone(), args.clone(), latencies.clone());
+        local.spawn_local(async move {
+            loop {
+                let sent = Instant::now();
+                if sent >= stop_at {
+                    break;
+                }
+                let form = [
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", current.as_str()),
+                ];
+                let outcome = token(&client, &args.url, &args.basic, &form)
+                    .await
+                    .and_then(|body| refresh_token_of(&body));
+                let measured = sent >= warm_until && Instant::now() <= stop_at;
+                match outcome {
+                    Ok(next) => {
+                        if measured {
+                            latencies.borrow_mut().ok(sent.elapsed());
+                        }
+                        current = next;
+                    }
+                    Err(_) => {
+                        if measured {
+                            latencies.borrow_mut().error();
+                        }
+                        // A broken chain starts again from a login.
+                        match login(client.clone(), args.clone()).await {
+                            Ok(token) => current = token,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        });
+    }
+    local.await;
+    let latencies = latencies.borrow();
+    Ok(latencies.report(Duration::from_secs(args.seconds)))
+}
+
+/// Runs the open-loop rate; see [`crate::Command::Rate`].
+pub async fn rate(args: RateArgs) -> anyhow::Result<Value> {
+    anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
+    let client = client()?;
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    let latencies = Rc::new(RefCell::new(Latencies::new()?));
+    let started = Instant::now();
+    let warm_until = started + Duration::from_secs(args.warmup);
+    let stop_at = warm_until + Duration::from_secs(args.seconds);
+    let url = Rc::new(args.url);
+    let basic = Rc::new(args.basic);
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let mut due = started;
+            while due < stop_at {
+                tokio::time::sleep_until(due.into()).await;
+                let (client, url, basic, latencies) = (
+                    client.clone(),
+                    url.clone(),
+                    basic.clone(),
+                    latencies.clone(),
+                );
+                let scheduled = due;
+                tokio::task::spawn_local(async move {
+                    let form = [("grant_type", "client_credentials")];
+                    let outcome = token(&client, &url, &basic, &form).await;
+                    if scheduled >= warm_until {
+                        let mut latencies = latencies.borrow_mut();
+                        match outcome {
+                            // From when the request was due, not sent.
+                            Ok(_) => latencies.ok(scheduled.elapsed()),
+                            Err(_) => latencies.error(),
+                        }
+                    }
+                });
+                due += interval;
+            }
+        })
+        .await;
+    local.await;
+    let latencies = latencies.borrow();
+    let mut report = latencies.report(Duration::from_secs(args.seconds));
+    if let Some(object) = report.as_object_mut() {
+        object.insert("offered_rate".into(), json!(round(args.rate, 1)));
+    }
+    Ok(report)
+}
+
+/// Runs the cold-tenant pass; see [`crate::Command::Cold`].
+pub async fn cold(args: ColdArgs) -> anyhow::Result<Value> {
+    let client = client()?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let mut cold = Latencies::new()?;
+    let mut warm = Latencies::new()?;
+    let started = Instant::now();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(tenant), Some(basic)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let url = format!("{}/{tenant}/oauth2/token", args.base);
+        let form = [("grant_type", "client_credentials")];
+        for record in [&mut cold, &mut warm] {
+            let sent = Instant::now();
+            match token(&client, &url, basic, &form).await {
+                Ok(_) => record.ok(sent.elapsed()),
+                Err(_) => record.error(),
+            }
+        }
+    }
+    Ok(json!({
+        "tenants": cold.count() + cold.errors(),
+        "seconds": round(started.elapsed().as_secs_f64(), 1),
+        "cold_mean_ms": round(cold.mean_ms(), 3),
+        "cold_p99_ms": round(cold.quantile_ms(0.99), 3),
+        "warm_mean_ms": round(warm.mean_ms(), 3),
+        "cold_cost_ms": round(cold.mean_ms() - warm.mean_ms(), 3),
+        "errors": cold.errors() + warm.errors(),
+    }))
+}
