@@ -202,7 +202,7 @@ async fn statements_and_redis_commands_per_request_are_as_documented() {
     let table = [
         ("client_credentials", &client_credentials, 0.0, 0.0),
         ("password", &password, 5.0, 0.0),
-        ("refresh_token", &refresh, 7.0, 0.0),
+        ("refresh_token", &refresh, 3.0, 0.0),
         ("jwks", &jwks, 0.0, 0.0),
     ];
     println!("| request | PostgreSQL statements | Redis commands |");

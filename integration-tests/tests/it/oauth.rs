@@ -1202,3 +1202,42 @@ async fn expired_revocations_and_refresh_families_are_purged_and_live_ones_kept(
         .await;
     assert_eq!(refreshed.status(), 200);
 }
+
+#[tokio::test]
+async fn one_refresh_token_redeemed_concurrently_succeeds_once_and_the_rest_is_reuse() {
+    let f = Fixture::new().await;
+    let login = f.ok(f.password("alice", &[]).await).await;
+    let r1 = login["refresh_token"].as_str().unwrap().to_owned();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", r1.as_str()),
+    ];
+
+    let attempts = (0..8).map(|_| f.app.token("acme", f.dashboard(), &form));
+    let answers = futures_util::future::join_all(attempts).await;
+
+    let mut successors = Vec::new();
+    for answer in answers {
+        if answer.status() == 200 {
+            let body: serde_json::Value = answer.json().await.unwrap();
+            successors.push(body["refresh_token"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(error_of(answer).await, (400, "invalid_grant".into()));
+        }
+    }
+    assert_eq!(successors.len(), 1, "exactly one redemption wins");
+    // The losers were reuse of a spent token: the family, winner included,
+    // is revoked.
+    let dead = f
+        .app
+        .token(
+            "acme",
+            f.dashboard(),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &successors[0]),
+            ],
+        )
+        .await;
+    assert_eq!(error_of(dead).await, (400, "invalid_grant".into()));
+}

@@ -472,8 +472,8 @@ impl Store {
 
     /// Spends the token `old_hash` and stores `next` in its family, unless
     /// the token was spent already (then the family is revoked and
-    /// `reuse_audit` recorded) or the family is dead. One transaction, so
-    /// two concurrent redemptions of one token cannot both succeed.
+    /// `reuse_audit` recorded) or the family is dead. The row locks make
+    /// two concurrent redemptions of one token unable to both succeed.
     pub async fn rotate_refresh_token(
         &self,
         old_hash: &[u8],
@@ -482,14 +482,39 @@ impl Store {
         now: SystemTime,
     ) -> Result<Redemption, StoreError> {
         let mut conn = self.client().await?;
+        // The common case in one statement (one round trip, atomic on its
+        // own): lock the live, unspent token and its family, spend it and
+        // insert its successor. A concurrent redemption of the same token
+        // waits for the lock and then no longer finds it unspent.
+        let rotated = conn
+            .query_opt(
+                "WITH target AS ( \
+                   SELECT t.token_hash, t.family_id \
+                   FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+                   WHERE t.token_hash = $1 AND t.spent_at IS NULL AND f.revoked_at IS NULL \
+                   AND f.expires_at > $2 AND t.idle_expires_at > $2 \
+                   FOR UPDATE OF t, f), \
+                 spent AS ( \
+                   UPDATE refresh_tokens t SET spent_at = $2 FROM target \
+                   WHERE t.token_hash = target.token_hash RETURNING t.family_id) \
+                 INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
+                 SELECT $3, family_id, $4, $2, $5 FROM spent RETURNING family_id",
+                &[&old_hash, &now, &next.hash, &next.scope, &next.idle_expires_at],
+            )
+            .await?;
+        if rotated.is_some() {
+            return Ok(Redemption::Rotated);
+        }
+        // Otherwise find out why, under the same locks. A spent token is
+        // reuse and revokes its family; an unspent one was expired or its
+        // family revoked.
         let tx = conn.transaction().await?;
         let row = tx
             .query_opt(
-                "SELECT f.id, t.spent_at IS NOT NULL, f.revoked_at IS NULL AND f.expires_at > $2 \
-                 AND t.idle_expires_at > $2 \
+                "SELECT f.id, t.spent_at IS NOT NULL \
                  FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
                  WHERE t.token_hash = $1 FOR UPDATE OF t, f",
-                &[&old_hash, &now],
+                &[&old_hash],
             )
             .await?;
         let Some(row) = row else {
@@ -497,42 +522,20 @@ impl Store {
         };
         let family: String = row.try_get(0)?;
         let spent: bool = row.try_get(1)?;
-        let alive: bool = row.try_get(2)?;
-        if spent {
-            let revoked = tx
-                .execute(
-                    "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-                    &[&family, &now],
-                )
-                .await?;
-            if revoked == 1 {
-                insert_audit(&tx, reuse_audit, now).await?;
-            }
-            tx.commit().await?;
-            return Ok(Redemption::ReuseDetected);
-        }
-        if !alive {
+        if !spent {
             return Ok(Redemption::Dead);
         }
-        tx.execute(
-            "UPDATE refresh_tokens SET spent_at = $2 WHERE token_hash = $1",
-            &[&old_hash, &now],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &next.hash,
-                &family,
-                &next.scope,
-                &now,
-                &next.idle_expires_at,
-            ],
-        )
-        .await?;
+        let revoked = tx
+            .execute(
+                "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&family, &now],
+            )
+            .await?;
+        if revoked == 1 {
+            insert_audit(&tx, reuse_audit, now).await?;
+        }
         tx.commit().await?;
-        Ok(Redemption::Rotated)
+        Ok(Redemption::ReuseDetected)
     }
 
     /// Revokes the family of a spent refresh token that was presented again,
