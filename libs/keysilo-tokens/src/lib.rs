@@ -44,11 +44,17 @@ mod tests;
 
 use std::collections::HashMap;
 
-use josekit::jws::alg::rsassa::RsassaJwsVerifier;
-use josekit::jws::{JwsHeader, RS256};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use josekit::jws::JwsHeader;
 use josekit::jwt::JwtPayload;
 use keysilo_custody::SigningKey;
 use keysilo_types::{Kid, TenantId};
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Public};
+use openssl::rsa::Rsa;
+use openssl::sign::Verifier;
 use serde_json::Value;
 
 /// Longest token accepted for verification, in bytes.
@@ -158,9 +164,12 @@ pub fn mint(claims: &AccessTokenClaims, key: &SigningKey) -> Result<String, Toke
         .map_err(|_| TokenError::Signing)
 }
 
+/// Smallest RSA modulus accepted for verification, in bits.
+const MIN_RSA_BITS: u32 = 2048;
+
 /// The verification keys of one issuer, by `kid`.
-#[derive(Default)]
-pub struct KeySet(HashMap<Kid, RsassaJwsVerifier>);
+#[derive(Default, Clone)]
+pub struct KeySet(HashMap<Kid, PKey<Public>>);
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,9 +177,22 @@ impl std::fmt::Debug for KeySet {
     }
 }
 
+/// A base64url member of a JWK as a big number.
+fn jwk_number(jwk: &Value, member: &str) -> Result<BigNum, TokenError> {
+    let text = jwk
+        .get(member)
+        .and_then(Value::as_str)
+        .ok_or(TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| TokenError::Malformed)?;
+    BigNum::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
 impl KeySet {
     /// Builds verifiers from RSA JWKs (members `kid`, `n`, `e`); keys that
-    /// are not RS256 signing keys are skipped.
+    /// are not RS256 signing keys are skipped, and a key of fewer than 2048
+    /// bits is an error.
     pub fn from_jwks(jwks: &[Value]) -> Result<Self, TokenError> {
         let mut keys = HashMap::new();
         for jwk in jwks {
@@ -184,14 +206,13 @@ impl KeySet {
             if !usable {
                 continue;
             }
-            let Value::Object(map) = jwk.clone() else {
-                continue;
-            };
-            let jwk = josekit::jwk::Jwk::from_map(map).map_err(|_| TokenError::Malformed)?;
-            let verifier = RS256
-                .verifier_from_jwk(&jwk)
+            let rsa = Rsa::from_public_components(jwk_number(jwk, "n")?, jwk_number(jwk, "e")?)
                 .map_err(|_| TokenError::Malformed)?;
-            keys.insert(kid, verifier);
+            if rsa.n().num_bits() < MIN_RSA_BITS.cast_signed() {
+                return Err(TokenError::Malformed);
+            }
+            let key = PKey::from_rsa(rsa).map_err(|_| TokenError::Malformed)?;
+            keys.insert(kid, key);
         }
         Ok(Self(keys))
     }
@@ -244,14 +265,105 @@ impl VerifiedAccessToken {
     }
 }
 
+/// A compact JWS split and decoded once, nothing verified yet: what a
+/// verifier reads (`iss`, `kid`) to find the keys, then [`Self::verify`].
+/// Each part is decoded once, however many questions are asked of it.
+#[derive(Debug)]
+pub struct UnverifiedToken<'a> {
+    signing_input: &'a str,
+    signature: Vec<u8>,
+    header: serde_json::Map<String, Value>,
+    claims: serde_json::Map<String, Value>,
+}
+
+/// A base64url JSON object.
+fn json_object(part: &str) -> Result<serde_json::Map<String, Value>, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(TokenError::Malformed),
+    }
+}
+
+impl<'a> UnverifiedToken<'a> {
+    /// Splits and decodes `token`; `Malformed` unless it is a compact JWS
+    /// of at most [`MAX_TOKEN_LEN`] bytes whose header and payload are JSON
+    /// objects.
+    pub fn parse(token: &'a str) -> Result<Self, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+        let (header, payload) = signing_input.split_once('.').ok_or(TokenError::Malformed)?;
+        if payload.contains('.') {
+            return Err(TokenError::Malformed);
+        }
+        Ok(Self {
+            signing_input,
+            signature: URL_SAFE_NO_PAD
+                .decode(signature)
+                .map_err(|_| TokenError::Malformed)?,
+            header: json_object(header)?,
+            claims: json_object(payload)?,
+        })
+    }
+
+    /// The `iss` claim, unverified.
+    pub fn issuer(&self) -> Option<&str> {
+        self.claims.get("iss").and_then(Value::as_str)
+    }
+
+    /// The header's `kid`, if it is a well-formed key id.
+    pub fn kid(&self) -> Option<Kid> {
+        self.header
+            .get("kid")
+            .and_then(Value::as_str)
+            .and_then(|kid| Kid::parse(kid).ok())
+    }
+
+    /// Checks the header, the signature with `keys`, then the claims
+    /// against `expect`. The signature is checked before any claim, so a
+    /// forged token and an expired one stay distinct.
+    pub fn verify(
+        &self,
+        keys: &KeySet,
+        expect: &Expectations<'_>,
+    ) -> Result<VerifiedAccessToken, TokenError> {
+        if self.header.get("alg").and_then(Value::as_str) != Some("RS256") {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        let typ = self.header.get("typ").and_then(Value::as_str).unwrap_or("");
+        if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
+            return Err(TokenError::WrongType);
+        }
+        // No header extension is understood (RFC 7515 §4.1.11), and with
+        // `crit` refused, so is RFC 7797's unencoded payload.
+        if self.header.contains_key("crit") {
+            return Err(TokenError::Malformed);
+        }
+        let kid = self.kid().ok_or(TokenError::UnknownKey)?;
+        let key = keys.0.get(&kid).ok_or(TokenError::UnknownKey)?;
+        // RSASSA-PKCS1-v1_5 with SHA-256 over `header.payload` (RFC 7518
+        // §3.3), by OpenSSL.
+        let valid = Verifier::new(MessageDigest::sha256(), key)
+            .and_then(|mut verifier| {
+                verifier.verify_oneshot(&self.signature, self.signing_input.as_bytes())
+            })
+            .unwrap_or(false);
+        if !valid {
+            return Err(TokenError::BadSignature);
+        }
+        let claims = check_claims(&self.claims, expect)?;
+        Ok(VerifiedAccessToken { claims, kid })
+    }
+}
+
 /// The header's `kid` without verifying anything (to pick a key set or
 /// decide on a refetch); `None` if the token is not a JWS with one.
 pub fn peek_kid(token: &str) -> Option<Kid> {
-    let header = josekit::jwt::decode_header(token).ok()?;
-    header
-        .claim("kid")
-        .and_then(Value::as_str)
-        .and_then(|kid| Kid::parse(kid).ok())
+    UnverifiedToken::parse(token).ok()?.kid()
 }
 
 /// Verifies `token` against `keys` and `expect`.
@@ -260,32 +372,7 @@ pub fn verify(
     keys: &KeySet,
     expect: &Expectations<'_>,
 ) -> Result<VerifiedAccessToken, TokenError> {
-    if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
-        return Err(TokenError::Malformed);
-    }
-    let header = josekit::jwt::decode_header(token).map_err(|_| TokenError::Malformed)?;
-    if header.claim("alg").and_then(Value::as_str) != Some("RS256") {
-        return Err(TokenError::UnsupportedAlgorithm);
-    }
-    let typ = header.claim("typ").and_then(Value::as_str).unwrap_or("");
-    if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
-        return Err(TokenError::WrongType);
-    }
-    let kid = header
-        .claim("kid")
-        .and_then(Value::as_str)
-        .and_then(|kid| Kid::parse(kid).ok())
-        .ok_or(TokenError::UnknownKey)?;
-    let verifier = keys.0.get(&kid).ok_or(TokenError::UnknownKey)?;
-    // Verify the JWS itself, then read the claims ourselves, so that a
-    // signature failure and a claim failure stay distinct.
-    let (payload, _) =
-        josekit::jws::deserialize_compact(token, verifier).map_err(|_| TokenError::BadSignature)?;
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&payload) else {
-        return Err(TokenError::Malformed);
-    };
-    let claims = check_claims(&map, expect)?;
-    Ok(VerifiedAccessToken { claims, kid })
+    UnverifiedToken::parse(token)?.verify(keys, expect)
 }
 
 fn text(claims: &serde_json::Map<String, Value>, name: &'static str) -> Result<String, TokenError> {

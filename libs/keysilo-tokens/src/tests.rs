@@ -256,3 +256,48 @@ fn openssl_free_hmac(key: &[u8], message: &[u8]) -> Vec<u8> {
 fn sha256(data: &[u8]) -> [u8; 32] {
     openssl::sha::sha256(data)
 }
+
+#[test]
+fn critical_headers_short_keys_and_broken_parts_are_refused() {
+    let token = mint(&claims(), &signing()).unwrap();
+    let payload = payload_of(&token);
+    let kid = KEY.kid.as_str();
+    let signed = |header: serde_json::Value, payload: &serde_json::Value| {
+        let input = format!("{}.{}", b64(&header), b64(payload));
+        let signature = signing().sign(input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    };
+    // A header extension nobody here understands (RFC 7515 §4.1.11).
+    let critical = json!({"alg":"RS256","typ":"at+jwt","kid":kid,"crit":["b64"],"b64":false});
+    check(&signed(critical, &payload), NOW, Err(TokenError::Malformed));
+    // Properly signed but its payload is not a JSON object.
+    let header = json!({"alg":"RS256","typ":"at+jwt","kid":kid});
+    check(
+        &signed(header.clone(), &json!([1, 2])),
+        NOW,
+        Err(TokenError::Malformed),
+    );
+    // The right header and payload with a signature of zeros, or none.
+    let (input, _) = token.rsplit_once('.').unwrap();
+    let zeros = URL_SAFE_NO_PAD.encode([0u8; 256]);
+    check(
+        &format!("{input}.{zeros}"),
+        NOW,
+        Err(TokenError::BadSignature),
+    );
+    check(&format!("{input}."), NOW, Err(TokenError::BadSignature));
+    // Four parts, and a signature that is not base64url.
+    check(&format!("{token}.x"), NOW, Err(TokenError::Malformed));
+    check(&format!("{input}.!!"), NOW, Err(TokenError::Malformed));
+    // A JWKS offering a 1024-bit key is refused as a whole.
+    let rsa = openssl::rsa::Rsa::generate(1024).unwrap();
+    let short = json!({
+        "kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+        "n": URL_SAFE_NO_PAD.encode(rsa.n().to_vec()),
+        "e": URL_SAFE_NO_PAD.encode(rsa.e().to_vec()),
+    });
+    assert_eq!(
+        KeySet::from_jwks(&[short]).unwrap_err(),
+        TokenError::Malformed
+    );
+}

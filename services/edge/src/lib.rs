@@ -2,7 +2,8 @@
 //! checks for a data plane, and closes live sessions when what their token
 //! depends on is revoked.
 //!
-//! Validation itself is `keysilo_tokens::verify` plus
+//! Validation itself is `keysilo_tokens::UnverifiedToken` (each token
+//! decoded once, then verified against its tenant's keys) plus
 //! `keysilo_tokens::gate`; this crate adds the IO around it: the JWKS
 //! cache (`keys`), the revocation feed (`feed`), the session registry
 //! (`sessions`) and the HTTP routes.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use keysilo_tokens::gate::{self, OriginRejection};
-use keysilo_tokens::{Expectations, VerifiedAccessToken};
+use keysilo_tokens::{Expectations, UnverifiedToken, VerifiedAccessToken};
 
 use crate::state::{EdgeState, unix_now};
 
@@ -128,20 +128,25 @@ async fn verify_fresh(
     now: u64,
 ) -> Result<VerifiedAccessToken, Denial> {
     let settings = &state.settings.edge;
-    let issuer = gate::unverified_issuer(token).ok_or(Denial::Invalid("malformed"))?;
-    let tenant = gate::tenant_of_issuer(&settings.issuer_base, &issuer)
+    // Decoded once: the issuer and kid pick the keys, then the same parts
+    // are verified.
+    let parsed = UnverifiedToken::parse(token).map_err(|err| Denial::Invalid(reason(&err)))?;
+    let issuer = parsed.issuer().ok_or(Denial::Invalid("malformed"))?;
+    let tenant = gate::tenant_of_issuer(&settings.issuer_base, issuer)
         .ok_or(Denial::Invalid("untrusted_issuer"))?;
-    let kid = keysilo_tokens::peek_kid(token).ok_or(Denial::Invalid("unknown_key"))?;
+    let kid = parsed.kid().ok_or(Denial::Invalid("unknown_key"))?;
     let keys = state
         .jwks
         .keys_for(&tenant, &kid)
         .await
         .ok_or(Denial::Invalid("unknown_tenant"))?;
     let expect = Expectations {
-        issuer: &issuer,
+        issuer,
         audience: Some(&settings.audience),
         now,
         skew: settings.clock_skew_seconds,
     };
-    keysilo_tokens::verify(token, &keys, &expect).map_err(|err| Denial::Invalid(reason(&err)))
+    parsed
+        .verify(&keys, &expect)
+        .map_err(|err| Denial::Invalid(reason(&err)))
 }

@@ -25,21 +25,6 @@ pub fn tenant_of_issuer(base: &str, iss: &str) -> Option<TenantId> {
     TenantId::parse(rest.strip_prefix('/')?).ok()
 }
 
-/// The `iss` claim of a compact JWS, read without verifying anything, to
-/// pick the tenant whose keys will do the verifying.
-pub fn unverified_issuer(token: &str) -> Option<String> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    if payload.len() > crate::MAX_TOKEN_LEN {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
-}
-
 /// `scheme://host[:port]` in lower case with the default port dropped, as
 /// browsers send `Origin`; `None` for anything else (`null` included).
 pub fn normalize_origin(raw: &str) -> Option<String> {
