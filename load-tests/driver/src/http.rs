@@ -47,9 +47,12 @@ pub struct RateArgs {
     /// base64(client_id:client_secret) of a client_credentials client.
     #[arg(long, env = "KS_BASIC")]
     basic: String,
-    /// Requests per second.
+    /// Requests per second, in all.
     #[arg(long)]
     rate: f64,
+    /// Connections, each sending on its own schedule.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
     /// Seconds run at the rate before measuring.
     #[arg(long, default_value_t = 5)]
     warmup: u64,
@@ -165,46 +168,50 @@ pub async fn refresh(args: RefreshArgs) -> anyhow::Result<Value> {
     Ok(latencies.report(Duration::from_secs(args.seconds)))
 }
 
-/// Runs the open-loop rate; see [`crate::Command::Rate`].
+/// Runs the open-loop rate; see [`crate::Command::Rate`]. As in wrk2,
+/// each of `connections` workers keeps its own connection and its own
+/// schedule (every `connections / rate` seconds, staggered); a request
+/// that is due while the previous one is still out is sent late, and its
+/// latency still counts from when it was due.
 pub async fn rate(args: RateArgs) -> anyhow::Result<Value> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
-    let client = client()?;
-    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    anyhow::ensure!(args.connections > 0, "--connections must be positive");
+    let period = Duration::from_secs_f64(args.connections as f64 / args.rate);
+    // One client each, so one connection each, kept alive. Built before
+    // the clock starts: each one loads the system's root certificates.
+    let clients = (0..args.connections)
+        .map(|_| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(30))
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let latencies = Rc::new(RefCell::new(Latencies::new()?));
     let started = Instant::now();
     let warm_until = started + Duration::from_secs(args.warmup);
     let stop_at = warm_until + Duration::from_secs(args.seconds);
-    let url = Rc::new(args.url);
-    let basic = Rc::new(args.basic);
+    let args = Rc::new(args);
     let local = tokio::task::LocalSet::new();
-    local
-        .run_until(async {
-            let mut due = started;
+    for (worker, client) in clients.into_iter().enumerate() {
+        let (args, latencies) = (args.clone(), latencies.clone());
+        let mut due = started + period.mul_f64(worker as f64 / args.connections as f64);
+        local.spawn_local(async move {
             while due < stop_at {
                 tokio::time::sleep_until(due.into()).await;
-                let (client, url, basic, latencies) = (
-                    client.clone(),
-                    url.clone(),
-                    basic.clone(),
-                    latencies.clone(),
-                );
-                let scheduled = due;
-                tokio::task::spawn_local(async move {
-                    let form = [("grant_type", "client_credentials")];
-                    let outcome = token(&client, &url, &basic, &form).await;
-                    if scheduled >= warm_until {
-                        let mut latencies = latencies.borrow_mut();
-                        match outcome {
-                            // From when the request was due, not sent.
-                            Ok(_) => latencies.ok(scheduled.elapsed()),
-                            Err(_) => latencies.error(),
-                        }
+                let form = [("grant_type", "client_credentials")];
+                let outcome = token(&client, &args.url, &args.basic, &form).await;
+                if due >= warm_until {
+                    let mut latencies = latencies.borrow_mut();
+                    match outcome {
+                        Ok(_) => latencies.ok(due.elapsed()),
+                        Err(_) => latencies.error(),
                     }
-                });
-                due += interval;
+                }
+                due += period;
             }
-        })
-        .await;
+        });
+    }
     local.await;
     let latencies = latencies.borrow();
     let mut report = latencies.report(Duration::from_secs(args.seconds));
