@@ -364,9 +364,9 @@ pub async fn password_grant(
         return Err(wrong.into());
     }
     let limit_key = format!("{}/{}", tenant.tenant.id, username);
-    // The attempt counts as a failure until it succeeds, so that parallel
-    // guesses cannot all slip in before the first one is judged.
-    state
+    // Parallel attempts for one username are capped by the failures still
+    // free, and an attempt that does not succeed counts as a failure.
+    let attempt = state
         .limits
         .password_attempt(&limit_key)
         .map_err(OAuthError::RateLimited)?;
@@ -385,7 +385,7 @@ pub async fn password_grant(
     let Some(user) = user.filter(|_| matches) else {
         return Err(wrong.into());
     };
-    state.limits.password_succeeded(&limit_key);
+    attempt.succeeded();
 
     // `admin` needs both the client registered for it and the user in role.
     let is_admin = user.roles.iter().any(|r| r == TENANT_ADMIN_ROLE);

@@ -15,9 +15,36 @@ use keysilo_config::LimitSettings;
 const MAX_TRACKED: usize = 100_000;
 
 struct Failures {
+    /// Wrong passwords since the last right one.
     count: u32,
+    /// Attempts admitted and not judged yet.
+    in_flight: u32,
     blocked_until: Option<Instant>,
     last: Instant,
+}
+
+/// A password attempt admitted by [`Limits::password_attempt`]. Dropped
+/// without [`PasswordAttempt::succeeded`], it counts as a wrong password:
+/// whatever ends the request early (an error, the caller going away) counts
+/// against the username too.
+#[must_use = "an attempt dropped unjudged counts as a wrong password"]
+pub struct PasswordAttempt<'a> {
+    limits: &'a Limits,
+    key: String,
+    succeeded: bool,
+}
+
+impl PasswordAttempt<'_> {
+    /// The password was right: the username's failures are forgotten.
+    pub fn succeeded(mut self) {
+        self.succeeded = true;
+    }
+}
+
+impl Drop for PasswordAttempt<'_> {
+    fn drop(&mut self) {
+        self.limits.judged(&self.key, self.succeeded);
+    }
 }
 
 /// The limiters of one replica.
@@ -79,14 +106,15 @@ impl Limits {
     }
 
     /// Admits a password attempt for `key` (`tenant/username`) unless it is
-    /// backing off, and counts it as a failure until
-    /// [`Limits::password_succeeded`] says otherwise, so that parallel
-    /// guesses cannot all slip in before the first is judged. After the free
-    /// attempts each further one doubles the back-off, up to the maximum.
-    pub fn password_attempt(&self, key: &str) -> Result<(), Duration> {
+    /// backing off, or as many attempts as the failures still free are
+    /// being judged already: parallel guesses cannot all slip in before the
+    /// first is judged, while parallel right passwords cost nothing. After
+    /// the free failures, one attempt at a time, and each wrong one doubles
+    /// the back-off, up to the maximum.
+    pub fn password_attempt(&self, key: &str) -> Result<PasswordAttempt<'_>, Duration> {
         let now = Instant::now();
         let Ok(mut failures) = self.failures.lock() else {
-            return Ok(());
+            return Err(Duration::from_secs(1));
         };
         if let Some(until) = failures.get(key).and_then(|f| f.blocked_until)
             && until > now
@@ -106,22 +134,46 @@ impl Limits {
         }
         let entry = failures.entry(key.to_owned()).or_insert(Failures {
             count: 0,
+            in_flight: 0,
             blocked_until: None,
             last: now,
         });
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
-        if entry.count >= self.free_failures {
-            let doublings = (entry.count - self.free_failures).min(20);
-            let backoff = Duration::from_secs(1u64 << doublings).min(self.max_backoff);
-            entry.blocked_until = Some(now + backoff);
+        let parallel = self.free_failures.saturating_sub(entry.count).max(1);
+        if entry.in_flight >= parallel {
+            return Err(Duration::from_secs(1));
         }
-        Ok(())
+        entry.in_flight += 1;
+        entry.last = now;
+        Ok(PasswordAttempt {
+            limits: self,
+            key: key.to_owned(),
+            succeeded: false,
+        })
     }
 
-    /// Forgets the failures of `key` after a correct password.
-    pub fn password_succeeded(&self, key: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
+    /// Records the outcome of an attempt.
+    fn judged(&self, key: &str, succeeded: bool) {
+        let now = Instant::now();
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        let Some(entry) = failures.get_mut(key) else {
+            return;
+        };
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        entry.last = now;
+        if succeeded {
+            entry.count = 0;
+            entry.blocked_until = None;
+        } else {
+            entry.count = entry.count.saturating_add(1);
+            if entry.count >= self.free_failures {
+                let doublings = (entry.count - self.free_failures).min(20);
+                let backoff = Duration::from_secs(1u64 << doublings).min(self.max_backoff);
+                entry.blocked_until = Some(now + backoff);
+            }
+        }
+        if entry.count == 0 && entry.in_flight == 0 {
             failures.remove(key);
         }
     }
@@ -135,5 +187,68 @@ impl Limits {
         if let Ok(mut failures) = self.failures.lock() {
             failures.retain(|_, f| now.duration_since(f.last) < horizon);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn limits(free_failures: u32) -> Limits {
+        Limits {
+            per_client: RateLimiter::keyed(quota(1, 1)),
+            per_address: RateLimiter::keyed(quota(1, 1)),
+            failures: Mutex::new(HashMap::new()),
+            free_failures,
+            max_backoff: Duration::from_secs(900),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    #[test]
+    fn parallel_attempts_are_capped_by_the_free_failures_and_right_ones_cost_nothing() {
+        let limits = limits(3);
+        let held: Vec<_> = (0..3)
+            .map(|_| limits.password_attempt("t/alice").unwrap())
+            .collect();
+        // A fourth guess cannot slip in while three are being judged...
+        assert!(limits.password_attempt("t/alice").is_err());
+        // ...nor does anyone else's username suffer.
+        drop(limits.password_attempt("t/bob").unwrap());
+        for attempt in held {
+            attempt.succeeded();
+        }
+        // Right passwords, however parallel, leave nothing behind.
+        assert!(limits.failures.lock().unwrap().get("t/alice").is_none());
+        for _ in 0..10 {
+            limits.password_attempt("t/alice").unwrap().succeeded();
+        }
+    }
+
+    #[test]
+    fn wrong_passwords_back_off_and_then_admit_one_attempt_at_a_time() {
+        let limits = limits(2);
+        drop(limits.password_attempt("t/alice").unwrap());
+        // One failure left free: one attempt at a time.
+        let pending = limits.password_attempt("t/alice").unwrap();
+        assert!(limits.password_attempt("t/alice").is_err());
+        drop(pending);
+        // Two failures: blocked for a second.
+        let wait = limits.password_attempt("t/alice").err().unwrap();
+        assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(500));
+        // Once the block ends, one attempt at a time; a right one clears all.
+        limits
+            .failures
+            .lock()
+            .unwrap()
+            .get_mut("t/alice")
+            .unwrap()
+            .blocked_until = None;
+        let attempt = limits.password_attempt("t/alice").unwrap();
+        assert!(limits.password_attempt("t/alice").is_err());
+        attempt.succeeded();
+        assert!(limits.failures.lock().unwrap().is_empty());
     }
 }
