@@ -201,7 +201,7 @@ async fn statements_and_redis_commands_per_request_are_as_documented() {
     // docs/scaling.md states them).
     let table = [
         ("client_credentials", &client_credentials, 0.0, 0.0),
-        ("password", &password, 5.0, 0.0),
+        ("password", &password, 2.0, 0.0),
         ("refresh_token", &refresh, 3.0, 0.0),
         ("jwks", &jwks, 0.0, 0.0),
     ];

@@ -326,11 +326,13 @@ impl Store {
         username: &str,
     ) -> Result<Option<UserRecord>, StoreError> {
         let conn = self.client().await?;
+        let statement = conn
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND username = $2"
+            ))
+            .await?;
         let row = conn
-            .query_opt(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND username = $2"),
-                &[&tenant.as_str(), &username],
-            )
+            .query_opt(&statement, &[&tenant.as_str(), &username])
             .await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -342,12 +344,12 @@ impl Store {
         id: &str,
     ) -> Result<Option<UserRecord>, StoreError> {
         let conn = self.client().await?;
-        let row = conn
-            .query_opt(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"),
-                &[&tenant.as_str(), &id],
-            )
+        let statement = conn
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
+            ))
             .await?;
+        let row = conn.query_opt(&statement, &[&tenant.as_str(), &id]).await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
@@ -413,27 +415,33 @@ impl Store {
         first: &NewRefreshToken,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let mut conn = self.client().await?;
-        let tx = conn.transaction().await?;
-        tx.execute(
-            "INSERT INTO refresh_families (id, tenant_id, client_id, user_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&family_id, &tenant.as_str(), &client_id, &user_id, &now, &expires_at],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+        let conn = self.client().await?;
+        // One statement, so one transaction: the family and its first
+        // token exist together or not at all.
+        let statement = conn
+            .prepare_cached(
+                "WITH family AS ( \
+                   INSERT INTO refresh_families (id, tenant_id, client_id, user_id, created_at, expires_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
+                 INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
+                 SELECT $7, id, $8, $5, $9 FROM family",
+            )
+            .await?;
+        conn.execute(
+            &statement,
             &[
-                &first.hash,
                 &family_id,
-                &first.scope,
+                &tenant.as_str(),
+                &client_id,
+                &user_id,
                 &now,
+                &expires_at,
+                &first.hash,
+                &first.scope,
                 &first.idle_expires_at,
             ],
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -444,14 +452,16 @@ impl Store {
         hash: &[u8],
     ) -> Result<Option<RefreshRecord>, StoreError> {
         let conn = self.client().await?;
-        let row = conn
-            .query_opt(
+        let statement = conn
+            .prepare_cached(
                 "SELECT f.id, f.tenant_id, f.client_id, f.user_id, t.scope, t.issued_at, \
                  t.idle_expires_at, f.expires_at, t.spent_at, f.revoked_at \
                  FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
                  WHERE t.token_hash = $1 AND f.tenant_id = $2",
-                &[&hash, &tenant.as_str()],
             )
+            .await?;
+        let row = conn
+            .query_opt(&statement, &[&hash, &tenant.as_str()])
             .await?;
         row.map(|row| {
             Ok(RefreshRecord {
@@ -486,8 +496,8 @@ impl Store {
         // own): lock the live, unspent token and its family, spend it and
         // insert its successor. A concurrent redemption of the same token
         // waits for the lock and then no longer finds it unspent.
-        let rotated = conn
-            .query_opt(
+        let rotate = conn
+            .prepare_cached(
                 "WITH target AS ( \
                    SELECT t.token_hash, t.family_id \
                    FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
@@ -499,7 +509,18 @@ impl Store {
                    WHERE t.token_hash = target.token_hash RETURNING t.family_id) \
                  INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
                  SELECT $3, family_id, $4, $2, $5 FROM spent RETURNING family_id",
-                &[&old_hash, &now, &next.hash, &next.scope, &next.idle_expires_at],
+            )
+            .await?;
+        let rotated = conn
+            .query_opt(
+                &rotate,
+                &[
+                    &old_hash,
+                    &now,
+                    &next.hash,
+                    &next.scope,
+                    &next.idle_expires_at,
+                ],
             )
             .await?;
         if rotated.is_some() {
