@@ -337,13 +337,13 @@ impl Store {
     /// The tenant, enabled or not.
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let statement = client
+            .prepare_cached(
                 "SELECT id, display_name, token_ttl_seconds, created_at, disabled_at \
                  FROM tenants WHERE id = $1",
-                &[&id.as_str()],
             )
             .await?;
+        let row = client.query_opt(&statement, &[&id.as_str()]).await?;
         row.as_ref().map(tenant_from_row).transpose()
     }
 
@@ -379,15 +379,13 @@ impl Store {
     /// Every key of the tenant, newest first.
     pub async fn keys(&self, tenant: &TenantId) -> Result<Vec<StoredKey>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {KEY_COLUMNS} FROM signing_keys WHERE tenant_id = $1 \
-                     ORDER BY created_at DESC, kid"
-                ),
-                &[&tenant.as_str()],
-            )
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM signing_keys WHERE tenant_id = $1 \
+                 ORDER BY created_at DESC, kid"
+            ))
             .await?;
+        let rows = client.query(&statement, &[&tenant.as_str()]).await?;
         rows.iter().map(key_from_row).collect()
     }
 

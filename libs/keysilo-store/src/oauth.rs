@@ -239,12 +239,12 @@ impl Store {
         id: &str,
     ) -> Result<Option<ClientRecord>, StoreError> {
         let conn = self.client().await?;
-        let row = conn
-            .query_opt(
-                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE tenant_id = $1 AND id = $2"),
-                &[&tenant.as_str(), &id],
-            )
+        let statement = conn
+            .prepare_cached(&format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE tenant_id = $1 AND id = $2"
+            ))
             .await?;
+        let row = conn.query_opt(&statement, &[&tenant.as_str(), &id]).await?;
         row.as_ref().map(client_from_row).transpose()
     }
 
