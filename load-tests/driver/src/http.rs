@@ -27,7 +27,14 @@ pub struct RefreshArgs {
     /// The user's password.
     #[arg(long, env = "KS_PASSWORD")]
     password: String,
-    /// Chains run at once (one connection each).
+    #[command(flatten)]
+    phases: Phases,
+}
+
+/// How many connections, and how long each phase lasts.
+#[derive(Args)]
+pub struct Phases {
+    /// Connections, each with one request out at a time.
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// Seconds run before measuring.
@@ -47,18 +54,11 @@ pub struct RateArgs {
     /// base64(client_id:client_secret) of a client_credentials client.
     #[arg(long, env = "KS_BASIC")]
     basic: String,
-    /// Requests per second, in all.
+    /// Requests per second, in all, spread over the connections.
     #[arg(long)]
     rate: f64,
-    /// Connections, each sending on its own schedule.
-    #[arg(long, default_value_t = 32)]
-    connections: usize,
-    /// Seconds run at the rate before measuring.
-    #[arg(long, default_value_t = 5)]
-    warmup: u64,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
+    #[command(flatten)]
+    phases: Phases,
 }
 
 /// Arguments of `cold`.
@@ -118,13 +118,13 @@ pub async fn refresh(args: RefreshArgs) -> anyhow::Result<Value> {
         refresh_token_of(&token(&client, &args.url, &args.basic, &form).await?)
     };
     // Logins first (each one is an argon2id check), then the chains.
-    let mut chains = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
+    let mut chains = Vec::with_capacity(args.phases.connections);
+    for _ in 0..args.phases.connections {
         chains.push(login(client.clone(), args.clone()).await?);
     }
     let latencies = Rc::new(RefCell::new(Latencies::new()?));
-    let warm_until = Instant::now() + Duration::from_secs(args.warmup);
-    let stop_at = warm_until + Duration::from_secs(args.seconds);
+    let warm_until = Instant::now() + Duration::from_secs(args.phases.warmup);
+    let stop_at = warm_until + Duration::from_secs(args.phases.seconds);
     let local = tokio::task::LocalSet::new();
     for mut current in chains {
         let (client, args, latencies) = (client.clone(), args.clone(), latencies.clone());
@@ -165,7 +165,7 @@ pub async fn refresh(args: RefreshArgs) -> anyhow::Result<Value> {
     }
     local.await;
     let latencies = latencies.borrow();
-    Ok(latencies.report(Duration::from_secs(args.seconds)))
+    Ok(latencies.report(Duration::from_secs(args.phases.seconds)))
 }
 
 /// Runs the open-loop rate; see [`crate::Command::Rate`]. As in wrk2,
@@ -175,11 +175,14 @@ pub async fn refresh(args: RefreshArgs) -> anyhow::Result<Value> {
 /// latency still counts from when it was due.
 pub async fn rate(args: RateArgs) -> anyhow::Result<Value> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
-    anyhow::ensure!(args.connections > 0, "--connections must be positive");
-    let period = Duration::from_secs_f64(args.connections as f64 / args.rate);
+    anyhow::ensure!(
+        args.phases.connections > 0,
+        "--connections must be positive"
+    );
+    let period = Duration::from_secs_f64(args.phases.connections as f64 / args.rate);
     // One client each, so one connection each, kept alive. Built before
     // the clock starts: each one loads the system's root certificates.
-    let clients = (0..args.connections)
+    let clients = (0..args.phases.connections)
         .map(|_| {
             reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
@@ -189,13 +192,13 @@ pub async fn rate(args: RateArgs) -> anyhow::Result<Value> {
         .collect::<Result<Vec<_>, _>>()?;
     let latencies = Rc::new(RefCell::new(Latencies::new()?));
     let started = Instant::now();
-    let warm_until = started + Duration::from_secs(args.warmup);
-    let stop_at = warm_until + Duration::from_secs(args.seconds);
+    let warm_until = started + Duration::from_secs(args.phases.warmup);
+    let stop_at = warm_until + Duration::from_secs(args.phases.seconds);
     let args = Rc::new(args);
     let local = tokio::task::LocalSet::new();
     for (worker, client) in clients.into_iter().enumerate() {
         let (args, latencies) = (args.clone(), latencies.clone());
-        let mut due = started + period.mul_f64(worker as f64 / args.connections as f64);
+        let mut due = started + period.mul_f64(worker as f64 / args.phases.connections as f64);
         local.spawn_local(async move {
             while due < stop_at {
                 tokio::time::sleep_until(due.into()).await;
@@ -214,7 +217,7 @@ pub async fn rate(args: RateArgs) -> anyhow::Result<Value> {
     }
     local.await;
     let latencies = latencies.borrow();
-    let mut report = latencies.report(Duration::from_secs(args.seconds));
+    let mut report = latencies.report(Duration::from_secs(args.phases.seconds));
     if let Some(object) = report.as_object_mut() {
         object.insert("offered_rate".into(), json!(round(args.rate, 1)));
     }
