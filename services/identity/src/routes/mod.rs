@@ -16,7 +16,8 @@ pub use keys::master_key_status;
 /// Largest admin JSON body accepted.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
-/// Registers every route of the service.
+/// Registers every route of the service. Routes are tried in order: the
+/// hot ones (token endpoint, JWKS) come before the rarer dynamic ones.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(get_healthz))
         .route("/readyz", web::get().to(get_readyz))
@@ -71,18 +72,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/master-key", web::get().to(keys::get_master_key))
                 .route("/master-key/rewrap", web::post().to(keys::post_rewrap)),
         )
-        .route(
-            "/.well-known/oauth-authorization-server/{tenant}",
-            web::get().to(well_known::get_metadata),
-        )
-        .route(
-            "/{tenant}/.well-known/oauth-authorization-server",
-            web::get().to(well_known::get_metadata),
-        )
-        .route(
-            "/{tenant}/.well-known/openid-configuration",
-            web::get().to(well_known::get_metadata),
-        )
         .service(
             // Every answer of the OAuth2 endpoints, errors included, must
             // not be cached (RFC 6749 §5.1).
@@ -103,5 +92,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/{tenant}/.well-known/jwks.json",
             web::get().to(well_known::get_jwks),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server/{tenant}",
+            web::get().to(well_known::get_metadata),
+        )
+        .route(
+            "/{tenant}/.well-known/oauth-authorization-server",
+            web::get().to(well_known::get_metadata),
+        )
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            web::get().to(well_known::get_metadata),
         );
 }
