@@ -166,6 +166,8 @@ pub fn mint(claims: &AccessTokenClaims, key: &SigningKey) -> Result<String, Toke
 
 /// Smallest RSA modulus accepted for verification, in bits.
 const MIN_RSA_BITS: u32 = 2048;
+/// Largest RSA modulus accepted for verification, in bits.
+const MAX_RSA_BITS: u32 = 8192;
 
 /// The verification keys of one issuer, by `kid`.
 #[derive(Default, Clone)]
@@ -191,8 +193,8 @@ fn jwk_number(jwk: &Value, member: &str) -> Result<BigNum, TokenError> {
 
 impl KeySet {
     /// Builds verifiers from RSA JWKs (members `kid`, `n`, `e`); keys that
-    /// are not RS256 signing keys are skipped, and a key of fewer than 2048
-    /// bits is an error.
+    /// are not RS256 signing keys are skipped, and a key outside 2,048 to
+    /// 8,192 bits or with an even or unit exponent is an error.
     pub fn from_jwks(jwks: &[Value]) -> Result<Self, TokenError> {
         let mut keys = HashMap::new();
         for jwk in jwks {
@@ -208,7 +210,15 @@ impl KeySet {
             }
             let rsa = Rsa::from_public_components(jwk_number(jwk, "n")?, jwk_number(jwk, "e")?)
                 .map_err(|_| TokenError::Malformed)?;
-            if rsa.n().num_bits() < MIN_RSA_BITS.cast_signed() {
+            // A sane RSA key: 2,048 to 8,192 bits, an odd exponent above 1
+            // (e = 1 would make every signature its own message).
+            let bits = rsa.n().num_bits();
+            let exponent = rsa.e();
+            if bits < MIN_RSA_BITS.cast_signed()
+                || bits > MAX_RSA_BITS.cast_signed()
+                || exponent.num_bits() < 2
+                || !exponent.is_bit_set(0)
+            {
                 return Err(TokenError::Malformed);
             }
             let key = PKey::from_rsa(rsa).map_err(|_| TokenError::Malformed)?;

@@ -301,3 +301,18 @@ fn critical_headers_short_keys_and_broken_parts_are_refused() {
         TokenError::Malformed
     );
 }
+
+#[test]
+fn a_jwks_key_with_a_degenerate_exponent_is_refused() {
+    let n = &KEY.public.n;
+    for e in [vec![1u8], vec![2u8], vec![1u8, 0u8]] {
+        let jwk = json!({
+            "kty": "RSA", "kid": KEY.kid.as_str(), "alg": "RS256", "use": "sig",
+            "n": n, "e": URL_SAFE_NO_PAD.encode(e),
+        });
+        assert_eq!(
+            KeySet::from_jwks(&[jwk]).unwrap_err(),
+            TokenError::Malformed
+        );
+    }
+}

@@ -113,9 +113,7 @@ impl Limits {
     /// the back-off, up to the maximum.
     pub fn password_attempt(&self, key: &str) -> Result<PasswordAttempt<'_>, Duration> {
         let now = Instant::now();
-        let Ok(mut failures) = self.failures.lock() else {
-            return Err(Duration::from_secs(1));
-        };
+        let mut failures = self.failures();
         if let Some(until) = failures.get(key).and_then(|f| f.blocked_until)
             && until > now
         {
@@ -125,7 +123,8 @@ impl Limits {
             // Invented usernames must not grow this without bound: forget
             // the ones that are neither blocked nor recent.
             failures.retain(|_, f| {
-                f.blocked_until.is_some_and(|u| u > now)
+                f.in_flight > 0
+                    || f.blocked_until.is_some_and(|u| u > now)
                     || now.duration_since(f.last) < Duration::from_secs(60)
             });
             if failures.len() >= MAX_TRACKED {
@@ -151,15 +150,26 @@ impl Limits {
         })
     }
 
+    /// The failure counts. A panic elsewhere while holding the lock left
+    /// them consistent (every update is a few field writes), so a poisoned
+    /// lock is used as it is rather than ending password sign-in.
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Records the outcome of an attempt.
     fn judged(&self, key: &str, succeeded: bool) {
         let now = Instant::now();
-        let Ok(mut failures) = self.failures.lock() else {
-            return;
-        };
-        let Some(entry) = failures.get_mut(key) else {
-            return;
-        };
+        let mut failures = self.failures();
+        // Entries with attempts in flight are never purged, so it is there.
+        let entry = failures.entry(key.to_owned()).or_insert(Failures {
+            count: 0,
+            in_flight: 1,
+            blocked_until: None,
+            last: now,
+        });
         entry.in_flight = entry.in_flight.saturating_sub(1);
         entry.last = now;
         if succeeded {
@@ -184,9 +194,8 @@ impl Limits {
         self.per_address.retain_recent();
         let now = Instant::now();
         let horizon = self.max_backoff.max(Duration::from_secs(3600));
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.retain(|_, f| now.duration_since(f.last) < horizon);
-        }
+        self.failures()
+            .retain(|_, f| f.in_flight > 0 || now.duration_since(f.last) < horizon);
     }
 }
 

@@ -145,6 +145,7 @@ impl Passwords {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy.as_str().to_owned());
         let memory = self.memory.clone();
+        let configured = self.params.block_count();
         let matches = self
             .run(move || {
                 // At most `password_workers` checks run at once, so the
@@ -154,8 +155,13 @@ impl Passwords {
                     .ok()
                     .and_then(|mut pool| pool.pop())
                     .unwrap_or_default();
-                let matches = verify_in(&mut blocks, password.as_bytes(), &hash);
-                blocks.fill(Block::default());
+                let (matches, used) = verify_in(&mut blocks, password.as_bytes(), &hash);
+                if let Some(used) = blocks.get_mut(..used) {
+                    used.fill(Block::default());
+                }
+                // A hash made with more memory than configured (the
+                // setting was lowered since) does not keep its buffer.
+                blocks.truncate(configured);
                 if let Ok(mut pool) = memory.lock() {
                     pool.push(blocks);
                 }
@@ -168,37 +174,38 @@ impl Passwords {
 
 /// Whether `password` matches the PHC string `stored` (whatever argon2
 /// variant, version and parameters it names), computed in `memory`, which
-/// grows to the size the parameters need.
-fn verify_in(memory: &mut Vec<Block>, password: &[u8], stored: &str) -> bool {
+/// grows to the size the parameters need; also how many blocks were used.
+fn verify_in(memory: &mut Vec<Block>, password: &[u8], stored: &str) -> (bool, usize) {
     let Ok(hash) = PasswordHash::new(stored) else {
-        return false;
+        return (false, 0);
     };
     let (Some(salt), Some(expected)) = (hash.salt.as_ref(), hash.hash.as_ref()) else {
-        return false;
+        return (false, 0);
     };
     let Ok(algorithm) = Algorithm::try_from(hash.algorithm.as_str()) else {
-        return false;
+        return (false, 0);
     };
     let version = match hash.version.map(Version::try_from) {
         None => Version::default(),
         Some(Ok(version)) => version,
-        Some(Err(_)) => return false,
+        Some(Err(_)) => return (false, 0),
     };
     let Ok(params) = Params::try_from(&hash) else {
-        return false;
+        return (false, 0);
     };
     let needed = params.block_count();
     if memory.len() < needed {
         memory.resize(needed, Block::default());
     }
     let Some(blocks) = memory.get_mut(..needed) else {
-        return false;
+        return (false, 0);
     };
     let mut out = vec![0u8; expected.as_bytes().len()];
-    Argon2::new(algorithm, version, params)
+    let matches = Argon2::new(algorithm, version, params)
         .hash_password_into_with_memory(password, salt.as_ref(), &mut out, blocks)
         .is_ok()
-        && openssl::memcmp::eq(&out, expected.as_bytes())
+        && openssl::memcmp::eq(&out, expected.as_bytes());
+    (matches, needed)
 }
 
 #[cfg(test)]
@@ -217,7 +224,7 @@ mod tests {
         for params in [&large, &small, &large] {
             let stored = hash_with(params, b"right horse").unwrap();
             for (password, expected) in [(&b"right horse"[..], true), (b"wrong horse", false)] {
-                assert_eq!(verify_in(&mut memory, password, &stored), expected);
+                assert_eq!(verify_in(&mut memory, password, &stored).0, expected);
                 let by_crate = argon2(params).verify_password(password, stored.as_str());
                 assert_eq!(by_crate.is_ok(), expected);
             }
@@ -227,7 +234,7 @@ mod tests {
             .hash_password_with_salt(b"pw", b"saltsaltsalt")
             .unwrap()
             .to_string();
-        assert!(verify_in(&mut memory, b"pw", &argon2i));
-        assert!(!verify_in(&mut memory, b"pw", "$argon2id$v=19$not-a-hash"));
+        assert!(verify_in(&mut memory, b"pw", &argon2i).0);
+        assert!(!verify_in(&mut memory, b"pw", "$argon2id$v=19$not-a-hash").0);
     }
 }
