@@ -880,21 +880,6 @@ async fn a_third_party_oauth2_client_obtains_and_refreshes_tokens() {
 }
 
 #[tokio::test]
-async fn a_warm_client_credentials_request_touches_neither_postgres_nor_redis() {
-    let f = Fixture::new().await;
-    let cc = [("grant_type", "client_credentials")];
-    f.ok(f.app.token("acme", f.m2m(), &cc).await).await; // warm the caches
-    let (db, redis) = (f.app.state.store.checkouts(), f.app.state.coord.checkouts());
-
-    for _ in 0..20 {
-        f.ok(f.app.token("acme", f.m2m(), &cc).await).await;
-    }
-
-    assert_eq!(f.app.state.store.checkouts(), db, "PostgreSQL was used");
-    assert_eq!(f.app.state.coord.checkouts(), redis, "Redis was used");
-}
-
-#[tokio::test]
 async fn a_password_flood_is_refused_early_while_machine_clients_keep_their_tokens() {
     let database = create_database().await;
     let config = TestConfig::new(&database)

@@ -93,7 +93,6 @@ pub struct Coord {
     client: redis::Client,
     prefix: String,
     timeout: Duration,
-    checkouts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Coord {
@@ -137,7 +136,6 @@ impl Coord {
             client,
             prefix: settings.key_prefix.clone(),
             timeout,
-            checkouts: Default::default(),
         })
     }
 
@@ -148,15 +146,7 @@ impl Coord {
 
     /// Takes a connection from the pool.
     pub async fn connection(&self) -> Result<deadpool_redis::Connection, CoordError> {
-        self.checkouts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.pool.get().await?)
-    }
-
-    /// How many times a pooled connection was taken: every Redis command
-    /// of this process (outside the event subscription) starts with one.
-    pub fn checkouts(&self) -> u64 {
-        self.checkouts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A client for connections that cannot be pooled (pub/sub).

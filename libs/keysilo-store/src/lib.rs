@@ -114,7 +114,6 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
-    checkouts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -168,24 +167,12 @@ impl Store {
             .recycle_timeout(Some(timeout))
             .build()
             .map_err(StoreError::Pool)?;
-        Ok(Self {
-            pool,
-            checkouts: Default::default(),
-        })
+        Ok(Self { pool })
     }
 
     /// Takes a connection from the pool.
     pub async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.checkouts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.pool.get().await?)
-    }
-
-    /// How many times a connection was taken from the pool: every database
-    /// round trip of this process starts with one, so tests and benchmarks
-    /// use it to count what a request costs the database.
-    pub fn checkouts(&self) -> u64 {
-        self.checkouts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Checks that PostgreSQL answers a trivial query.

@@ -370,12 +370,6 @@ impl<'a> UnverifiedToken<'a> {
     }
 }
 
-/// The header's `kid` without verifying anything (to pick a key set or
-/// decide on a refetch); `None` if the token is not a JWS with one.
-pub fn peek_kid(token: &str) -> Option<Kid> {
-    UnverifiedToken::parse(token).ok()?.kid()
-}
-
 /// Verifies `token` against `keys` and `expect`.
 pub fn verify(
     token: &str,
