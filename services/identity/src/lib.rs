@@ -13,6 +13,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod clock;
 pub mod error;
+pub mod expiring;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;

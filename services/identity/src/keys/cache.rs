@@ -3,13 +3,11 @@
 //! Entries are dropped when an event about their tenant arrives over Redis
 //! (any replica's change), when this replica changes the tenant itself,
 //! when a retired key's grace period ends, and in any case after
-//! `keys.cache_max_age_seconds`, which bounds staleness should an event be missed. A
-//! generation counter keeps a load that raced an invalidation from
-//! installing what it read before the change.
+//! `keys.cache_max_age_seconds`, which bounds staleness should an event be
+//! missed. The expiry, negative entries and the guard against a load that
+//! raced an invalidation are [`crate::expiring::ExpiringMap`]'s.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -21,6 +19,7 @@ use keysilo_types::{KeyStatus, TenantId};
 use super::service::wrapped_of;
 use super::{KeyError, KeyService};
 use crate::clock;
+use crate::expiring::{ExpiringMap, Lookup};
 
 /// Above this many entries, expired and negative ones are purged and no
 /// new negative entry is added.
@@ -47,18 +46,12 @@ pub struct TenantEntry {
     pub verifiers: Arc<keysilo_tokens::KeySet>,
 }
 
-enum Slot {
-    Present(Arc<TenantEntry>, Instant),
-    Absent(Instant),
-}
-
 /// The cache; cheap to share behind an `Arc`.
 pub struct KeyCache {
     service: KeyService,
     max_age: Duration,
     public_base_url: String,
-    entries: RwLock<HashMap<TenantId, Slot>>,
-    generation: AtomicU64,
+    entries: ExpiringMap<TenantId, TenantEntry>,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -74,8 +67,7 @@ impl KeyCache {
             service,
             max_age,
             public_base_url,
-            entries: RwLock::new(HashMap::new()),
-            generation: AtomicU64::new(0),
+            entries: ExpiringMap::new(MAX_ENTRIES, NEGATIVE_AGE),
         }
     }
 
@@ -87,51 +79,24 @@ impl KeyCache {
     /// The entry of an enabled tenant, loading it on a miss; `None` for an
     /// unknown or disabled tenant.
     pub async fn get(&self, id: &TenantId) -> Result<Option<Arc<TenantEntry>>, KeyError> {
-        let now = Instant::now();
-        if let Ok(entries) = self.entries.read() {
-            match entries.get(id) {
-                Some(Slot::Present(entry, until)) if *until > now => {
-                    return Ok(Some(entry.clone()));
-                }
-                Some(Slot::Absent(until)) if *until > now => return Ok(None),
-                _ => {}
-            }
-        }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let loaded = self.load(id).await?;
-        let slot = match &loaded {
-            Some((entry, until)) => Slot::Present(entry.clone(), *until),
-            None => Slot::Absent(now + NEGATIVE_AGE),
+        let generation = match self.entries.lookup(id) {
+            Lookup::Fresh(entry) => return Ok(entry),
+            Lookup::Miss(generation) => generation,
         };
-        if let Ok(mut entries) = self.entries.write() {
-            // Unknown ids cost memory only up to a bound, however many a
-            // caller invents.
-            if entries.len() >= MAX_ENTRIES {
-                entries.retain(|_, slot| matches!(slot, Slot::Present(_, until) if *until > now));
-            }
-            let room = entries.len() < MAX_ENTRIES || matches!(slot, Slot::Present(..));
-            // Only install what we read if nothing was invalidated meanwhile.
-            if room && self.generation.load(Ordering::SeqCst) == generation {
-                entries.insert(id.clone(), slot);
-            }
-        }
-        Ok(loaded.map(|(entry, _)| entry))
+        let loaded = self.load(id).await?;
+        let entry = loaded.as_ref().map(|(entry, _)| entry.clone());
+        self.entries.install(id.clone(), loaded, generation);
+        Ok(entry)
     }
 
     /// Forgets one tenant.
     pub fn invalidate(&self, id: &TenantId) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut entries) = self.entries.write() {
-            entries.remove(id);
-        }
+        self.entries.invalidate(id);
     }
 
     /// Forgets everything (after missing events, e.g. a Redis reconnect).
     pub fn clear(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
-        }
+        self.entries.clear();
     }
 
     async fn load(&self, id: &TenantId) -> Result<Option<(Arc<TenantEntry>, Instant)>, KeyError> {
@@ -196,15 +161,12 @@ impl KeyCache {
         jwks: &str,
         active: Option<&StoredKey>,
     ) -> Option<Arc<TenantEntry>> {
-        let entries = self.entries.read().ok()?;
-        let Some(Slot::Present(previous, _)) = entries.get(id) else {
-            return None;
-        };
+        let previous = self.entries.stale(id)?;
         let same_signer = match (&previous.signing, active) {
             (Some(signing), Some(active)) => *signing.kid() == active.kid,
             _ => false,
         };
-        (same_signer && previous.jwks == jwks).then(|| previous.clone())
+        (same_signer && previous.jwks == jwks).then_some(previous)
     }
 
     /// Unwraps the active key and builds its signer. The public documents

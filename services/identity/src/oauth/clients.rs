@@ -6,28 +6,22 @@
 //! age should an event be missed. Unknown ids are remembered briefly, up
 //! to a bound.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keysilo_store::{ClientRecord, Store, StoreError};
 use keysilo_types::TenantId;
 
+use crate::expiring::{ExpiringMap, Lookup};
+
 const NEGATIVE_AGE: Duration = Duration::from_secs(5);
 const MAX_ENTRIES: usize = 200_000;
-
-enum Slot {
-    Present(Arc<ClientRecord>, Instant),
-    Absent(Instant),
-}
 
 /// The cache.
 pub struct ClientCache {
     store: Store,
     max_age: Duration,
-    entries: RwLock<HashMap<(TenantId, String), Slot>>,
-    generation: AtomicU64,
+    entries: ExpiringMap<(TenantId, String), ClientRecord>,
 }
 
 impl std::fmt::Debug for ClientCache {
@@ -42,8 +36,7 @@ impl ClientCache {
         Self {
             store,
             max_age,
-            entries: RwLock::new(HashMap::new()),
-            generation: AtomicU64::new(0),
+            entries: ExpiringMap::new(MAX_ENTRIES, NEGATIVE_AGE),
         }
     }
 
@@ -53,61 +46,35 @@ impl ClientCache {
         tenant: &TenantId,
         id: &str,
     ) -> Result<Option<Arc<ClientRecord>>, StoreError> {
-        let now = Instant::now();
         let key = (tenant.clone(), id.to_owned());
-        if let Ok(entries) = self.entries.read() {
-            match entries.get(&key) {
-                Some(Slot::Present(client, until)) if *until > now => {
-                    return Ok(Some(client.clone()));
-                }
-                Some(Slot::Absent(until)) if *until > now => return Ok(None),
-                _ => {}
-            }
-        }
-        let generation = self.generation.load(Ordering::SeqCst);
+        let generation = match self.entries.lookup(&key) {
+            Lookup::Fresh(client) => return Ok(client),
+            Lookup::Miss(generation) => generation,
+        };
         let client = self
             .store
             .oauth_client(tenant, id)
             .await?
             .filter(|c| c.disabled_at.is_none())
             .map(Arc::new);
-        let slot = match &client {
-            Some(client) => Slot::Present(client.clone(), now + self.max_age),
-            None => Slot::Absent(now + NEGATIVE_AGE),
-        };
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= MAX_ENTRIES {
-                entries.retain(|_, slot| matches!(slot, Slot::Present(_, until) if *until > now));
-            }
-            let room = entries.len() < MAX_ENTRIES || matches!(slot, Slot::Present(..));
-            if room && self.generation.load(Ordering::SeqCst) == generation {
-                entries.insert(key, slot);
-            }
-        }
+        let until = Instant::now() + self.max_age;
+        self.entries
+            .install(key, client.clone().map(|c| (c, until)), generation);
         Ok(client)
     }
 
     /// Forgets one client.
     pub fn invalidate(&self, tenant: &TenantId, id: &str) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut entries) = self.entries.write() {
-            entries.remove(&(tenant.clone(), id.to_owned()));
-        }
+        self.entries.invalidate(&(tenant.clone(), id.to_owned()));
     }
 
     /// Forgets every client of a tenant.
     pub fn invalidate_tenant(&self, tenant: &TenantId) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut entries) = self.entries.write() {
-            entries.retain(|(t, _), _| t != tenant);
-        }
+        self.entries.invalidate_where(|(t, _)| t == tenant);
     }
 
     /// Forgets everything.
     pub fn clear(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
-        }
+        self.entries.clear();
     }
 }
