@@ -134,6 +134,11 @@ fn close_revoked(state: &EdgeState) {
     let closed = state.sessions.close_where("revoked", |s| {
         revocations.check_subject(s.subject()).is_err()
     });
+    count_closed(state, closed);
+}
+
+/// Counts sessions closed because something they depend on was revoked.
+fn count_closed(state: &EdgeState, closed: usize) {
     if closed > 0 {
         state
             .metrics
@@ -207,13 +212,7 @@ pub fn apply(state: &EdgeState, event: &Event) {
         }
         _ => {}
     }
-    if closed > 0 {
-        state
-            .metrics
-            .closed
-            .with_label_values(&["revoked"])
-            .inc_by(closed as u64);
-    }
+    count_closed(state, closed);
     if let Some(at) = event.at_ms {
         let lag = crate::state::unix_millis().saturating_sub(at);
         state.metrics.revocation_lag.observe(lag as f64 / 1000.0);
