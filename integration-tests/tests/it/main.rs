@@ -23,3 +23,4 @@ mod oauth;
 mod readiness;
 mod rotation;
 mod tenants;
+mod tls;

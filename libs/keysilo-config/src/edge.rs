@@ -23,6 +23,8 @@ pub struct EdgeSettings {
     pub redis: RedisSettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
+    /// HTTPS on the listener; plain HTTP when `None`.
+    pub tls: Option<crate::TlsSettings>,
 }
 
 /// `[edge]`
@@ -56,6 +58,9 @@ pub struct EdgeSection {
     pub poll_interval_seconds: u64,
     /// Key for the identity service's `/internal/v1/revocations`.
     pub identity_api_key: Secret,
+    /// CA bundle that verifies the identity service's certificate when
+    /// `identity_url` is https; the system roots when unset.
+    pub identity_ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +78,7 @@ struct RawEdge {
     verified_cache_size: usize,
     poll_interval_seconds: u64,
     identity_api_key: Option<SecretRef>,
+    identity_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RawEdge {
@@ -90,11 +96,12 @@ impl Default for RawEdge {
             verified_cache_size: 100_000,
             poll_interval_seconds: 5,
             identity_api_key: None,
+            identity_ca_file: None,
         }
     }
 }
 
-const EDGE_SECTIONS: &[&str] = &["secrets", "edge", "redis", "telemetry"];
+const EDGE_SECTIONS: &[&str] = &["secrets", "edge", "redis", "telemetry", "tls"];
 
 impl EdgeSettings {
     /// Loads the file (if any) and the process environment.
@@ -163,16 +170,21 @@ impl EdgeSettings {
                 verified_cache_size: raw.verified_cache_size,
                 poll_interval_seconds: raw.poll_interval_seconds,
                 identity_api_key: key?,
+                identity_ca_file: raw.identity_ca_file,
             })
         });
         let redis = redis_section(&table, &providers, &mut problems);
         let telemetry = telemetry_section(&table, &mut problems);
-        match (edge, redis, telemetry) {
-            (Some(edge), Some(redis), Some(telemetry)) if problems.is_empty() => Ok(Self {
-                edge,
-                redis,
-                telemetry,
-            }),
+        let tls = crate::tls::tls_section(&table, &mut problems);
+        match (edge, redis, telemetry, tls) {
+            (Some(edge), Some(redis), Some(telemetry), Some(tls)) if problems.is_empty() => {
+                Ok(Self {
+                    edge,
+                    redis,
+                    telemetry,
+                    tls,
+                })
+            }
             _ => Err(ConfigError(problems)),
         }
     }

@@ -56,6 +56,7 @@ mod secret;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -70,6 +71,7 @@ pub use settings::{
     MasterKeySetting, RedisSettings, ServerSettings, Settings, SslMode, TelemetrySettings,
     TokenSettings,
 };
+pub use tls::{ClientAuth, ClientIdentity, TlsSettings, TlsVersion};
 
 /// One thing wrong with the configuration, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]

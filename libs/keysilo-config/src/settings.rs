@@ -35,6 +35,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
+    /// HTTPS on the listener; plain HTTP when `None`.
+    pub tls: Option<crate::TlsSettings>,
 }
 
 /// `[tokens]`
@@ -474,6 +476,7 @@ pub(crate) const SECTIONS: &[&str] = &[
     "tokens",
     "limits",
     "telemetry",
+    "tls",
 ];
 
 /// Reads one section out of the merged table, recording a problem and
@@ -766,6 +769,7 @@ pub(crate) fn build(
         }
     });
     let telemetry = telemetry_section(table, problems);
+    let tls = crate::tls::tls_section(table, problems);
     Some(Settings {
         server: server?,
         database: database?,
@@ -776,6 +780,7 @@ pub(crate) fn build(
         tokens: tokens?,
         limits: limits?,
         telemetry: telemetry?,
+        tls: tls?,
     })
 }
 

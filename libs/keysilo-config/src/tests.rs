@@ -286,3 +286,50 @@ fn a_public_base_url_loses_its_trailing_slash_and_must_be_http() {
     let problems = problems(Settings::from_sources(Some(MINIMAL), &vars));
     assert_eq!(problems[0].key, "server.public_base_url");
 }
+
+#[test]
+fn tls_is_off_by_default_and_needs_its_files_when_on() {
+    let settings = Settings::from_sources(Some(MINIMAL), &secret_env()).unwrap();
+    assert!(settings.tls.is_none());
+
+    let toml = format!("{MINIMAL}\n[tls]\nenabled = true\n");
+    let keys: Vec<String> = problems(Settings::from_sources(Some(&toml), &secret_env()))
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(keys, ["tls.cert_file", "tls.key_file"]);
+
+    let toml =
+        format!("{MINIMAL}\n[tls]\nenabled = true\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n");
+    let tls = Settings::from_sources(Some(&toml), &secret_env())
+        .unwrap()
+        .tls
+        .unwrap();
+    assert_eq!(tls.min_version, TlsVersion::Tls13);
+    assert_eq!(tls.client_auth, ClientAuth::None);
+    assert_eq!(tls.client_identity, ClientIdentity::Cn);
+}
+
+#[test]
+fn tls_below_1_2_verification_without_a_ca_and_three_cas_are_refused() {
+    let base = "[tls]\nenabled = true\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+    for (extra, key) in [
+        ("min_version = \"1.1\"", "tls.min_version"),
+        ("min_version = \"1.0\"", "tls.min_version"),
+        ("min_version = \"TLSv1.3\"", "tls.min_version"),
+        ("client_auth = \"require\"", "tls.client_ca_files"),
+        ("client_auth = \"verify_if_given\"", "tls.client_ca_files"),
+        (
+            "client_ca_files = [\"a\", \"b\", \"c\"]",
+            "tls.client_ca_files",
+        ),
+        ("reload_interval_seconds = 0", "tls.reload_interval_seconds"),
+    ] {
+        let toml = format!("{MINIMAL}\n{base}{extra}\n");
+        let found = problems(Settings::from_sources(Some(&toml), &secret_env()));
+        assert!(found.iter().any(|p| p.key == key), "{extra}: {found:?}");
+    }
+    // `request` needs no CA: an unverified certificate can still bind tokens.
+    let toml = format!("{MINIMAL}\n{base}client_auth = \"request\"\n");
+    assert!(Settings::from_sources(Some(&toml), &secret_env()).is_ok());
+}

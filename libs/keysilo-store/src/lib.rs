@@ -30,7 +30,8 @@ pub use keys::{
 };
 pub use migrate::MigrationReport;
 pub use oauth::{
-    ClientRecord, NewRefreshToken, Redemption, RefreshRecord, RevocationSnapshot, UserRecord,
+    ClientRecord, NewRefreshToken, Redemption, RefreshRecord, RevocationSnapshot, TlsClientAuth,
+    UserRecord,
 };
 
 /// Why a database operation failed.

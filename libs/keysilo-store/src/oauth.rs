@@ -20,8 +20,9 @@ pub struct ClientRecord {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// Keyed hash of the current secret.
-    pub secret_hash: Vec<u8>,
+    /// Keyed hash of the current secret; `None` for a client that
+    /// authenticates with a certificate.
+    pub secret_hash: Option<Vec<u8>>,
     /// Keyed hash of the secret replaced last, while it still works.
     pub previous_secret_hash: Option<Vec<u8>>,
     /// Until when the previous secret works.
@@ -38,6 +39,20 @@ pub struct ClientRecord {
     pub created_at: SystemTime,
     /// When it was disabled, if it was.
     pub disabled_at: Option<SystemTime>,
+    /// The certificate a `tls_client_auth` client authenticates with.
+    pub tls_client_auth: Option<TlsClientAuth>,
+    /// Whether its access tokens are bound to its client certificate.
+    pub certificate_bound: bool,
+}
+
+/// How a `tls_client_auth` client's certificate is recognised (RFC 8705
+/// §2.1.2), as registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsClientAuth {
+    /// The metadata parameter, e.g. `tls_client_auth_subject_dn`.
+    pub parameter: String,
+    /// Its value in canonical form.
+    pub value: String,
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -147,7 +162,8 @@ impl Principal {
 }
 
 const CLIENT_COLUMNS: &str = "tenant_id, id, name, secret_hash, previous_secret_hash, \
-     previous_secret_expires_at, grant_types, scopes, audience, allowed_origins, created_at, disabled_at";
+     previous_secret_expires_at, grant_types, scopes, audience, allowed_origins, created_at, \
+     disabled_at, tls_match_kind, tls_match_value, certificate_bound";
 const USER_COLUMNS: &str = "tenant_id, id, username, password_hash, roles, created_at, disabled_at";
 
 fn tenant(row: &Row, index: usize) -> Result<TenantId, StoreError> {
@@ -169,6 +185,11 @@ fn client_from_row(row: &Row) -> Result<ClientRecord, StoreError> {
         allowed_origins: row.try_get(9)?,
         created_at: row.try_get(10)?,
         disabled_at: row.try_get(11)?,
+        tls_client_auth: match (row.try_get(12)?, row.try_get(13)?) {
+            (Some(parameter), Some(value)) => Some(TlsClientAuth { parameter, value }),
+            _ => None,
+        },
+        certificate_bound: row.try_get(14)?,
     })
 }
 
@@ -213,7 +234,8 @@ impl Store {
         let tx = conn.transaction().await?;
         tx.execute(
             "INSERT INTO clients (tenant_id, id, name, secret_hash, grant_types, scopes, \
-             audience, allowed_origins, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             audience, allowed_origins, created_at, tls_match_kind, tls_match_value, \
+             certificate_bound) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
                 &client.tenant_id.as_str(),
                 &client.id,
@@ -224,6 +246,12 @@ impl Store {
                 &client.audience,
                 &client.allowed_origins,
                 &client.created_at,
+                &client
+                    .tls_client_auth
+                    .as_ref()
+                    .map(|t| t.parameter.as_str()),
+                &client.tls_client_auth.as_ref().map(|t| t.value.as_str()),
+                &client.certificate_bound,
             ],
         )
         .await?;
@@ -265,7 +293,8 @@ impl Store {
             .execute(
                 "UPDATE clients SET previous_secret_hash = secret_hash, \
                  previous_secret_expires_at = $4, secret_hash = $3 \
-                 WHERE tenant_id = $1 AND id = $2 AND disabled_at IS NULL",
+                 WHERE tenant_id = $1 AND id = $2 AND disabled_at IS NULL \
+                 AND tls_match_kind IS NULL",
                 &[&tenant.as_str(), &id, &new_hash, &previous_expires_at],
             )
             .await?;

@@ -26,6 +26,7 @@
 //!     expires_at: 1_900,
 //!     allowed_origins: vec![],
 //!     roles: vec![],
+//!     certificate_thumbprint: None,
 //! };
 //! let token = mint(&claims, &signing).unwrap();
 //! let keys = KeySet::from_jwks(&[key.public.to_jwk(&key.kid)]).unwrap();
@@ -125,6 +126,9 @@ pub struct AccessTokenClaims {
     pub allowed_origins: Vec<String>,
     /// `roles`, omitted when empty.
     pub roles: Vec<String>,
+    /// `cnf.x5t#S256` (RFC 8705 §3.1): the thumbprint of the client
+    /// certificate the token is bound to, if it is bound.
+    pub certificate_thumbprint: Option<String>,
 }
 
 fn strings(values: &[String]) -> Value {
@@ -158,6 +162,9 @@ pub fn mint(claims: &AccessTokenClaims, key: &SigningKey) -> Result<String, Toke
     }
     if !claims.roles.is_empty() {
         map.insert("roles".into(), strings(&claims.roles));
+    }
+    if let Some(thumbprint) = &claims.certificate_thumbprint {
+        map.insert("cnf".into(), serde_json::json!({ "x5t#S256": thumbprint }));
     }
     let payload = JwtPayload::from_map(map).map_err(|_| TokenError::Signing)?;
     josekit::jwt::encode_with_signer(&payload, &header, key.signer())
@@ -419,6 +426,22 @@ fn text_list(
     }
 }
 
+/// `cnf.x5t#S256`, when the token is bound to a certificate. A `cnf` this
+/// verifier cannot honour (another confirmation method) is an error, not
+/// something to ignore: the token is bound to something it cannot check.
+fn confirmation(claims: &serde_json::Map<String, Value>) -> Result<Option<String>, TokenError> {
+    let Some(cnf) = claims.get("cnf") else {
+        return Ok(None);
+    };
+    cnf.as_object()
+        .filter(|members| members.len() == 1)
+        .and_then(|members| members.get("x5t#S256"))
+        .and_then(Value::as_str)
+        .filter(|thumbprint| !thumbprint.is_empty())
+        .map(|thumbprint| Some(thumbprint.to_owned()))
+        .ok_or(TokenError::InvalidClaim("cnf"))
+}
+
 fn check_claims(
     claims: &serde_json::Map<String, Value>,
     expect: &Expectations<'_>,
@@ -456,5 +479,6 @@ fn check_claims(
         expires_at,
         allowed_origins: text_list(claims, "allowed_origins")?,
         roles: text_list(claims, "roles")?,
+        certificate_thumbprint: confirmation(claims)?,
     })
 }

@@ -33,6 +33,7 @@ fn claims() -> AccessTokenClaims {
         expires_at: NOW + 900,
         allowed_origins: vec!["https://app.example".into()],
         roles: vec!["viewer".into()],
+        certificate_thumbprint: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn claims(issuer: &str, tenant: &TenantId) -> AccessTokenClaims {
         expires_at: now + 900,
         allowed_origins: Vec::new(),
         roles: Vec::new(),
+        certificate_thumbprint: None,
     }
 }
 
@@ -133,7 +134,7 @@ fn edge_cached(c: &mut Criterion, key: &GeneratedKey, tenant: &TenantId) {
     let settings = EdgeSettings::from_sources(Some(&toml), &env).unwrap();
     // The pool is lazy: nothing here talks to Redis.
     let coord = keysilo_coord::Coord::new(&settings.redis).unwrap();
-    let state = keysilo_edge::state::EdgeState::new(settings, coord).unwrap();
+    let state = keysilo_edge::state::EdgeState::new(settings, coord, None).unwrap();
     let signing = SigningKey::new(key.kid.clone(), &key.private).unwrap();
     let token =
         keysilo_tokens::mint(&claims(&format!("{base}/{tenant}"), tenant), &signing).unwrap();
@@ -144,7 +145,12 @@ fn edge_cached(c: &mut Criterion, key: &GeneratedKey, tenant: &TenantId) {
     // The first call fetches the JWKS and verifies; every later one is the
     // cached path.
     runtime
-        .block_on(keysilo_edge::validate::validate(&state, Some(&token), None))
+        .block_on(keysilo_edge::validate::validate(
+            &state,
+            Some(&token),
+            None,
+            None,
+        ))
         .unwrap();
     c.bench_function("edge/cached_token", |b| {
         b.iter(|| {
@@ -152,6 +158,7 @@ fn edge_cached(c: &mut Criterion, key: &GeneratedKey, tenant: &TenantId) {
                 .block_on(keysilo_edge::validate::validate(
                     &state,
                     Some(black_box(&token)),
+                    None,
                     None,
                 ))
                 .unwrap()

@@ -1,5 +1,6 @@
 //! `/auth` (forward-auth), `/ws` (the WebSocket gate) and operations.
 
+use keysilo_tls::PeerCertificate;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,16 +67,25 @@ fn denied(denial: Denial) -> HttpResponse {
 /// valid for the request's `Origin`.
 pub async fn get_auth(req: HttpRequest, state: web::Data<Arc<EdgeState>>) -> HttpResponse {
     let token = bearer(&req);
-    match validate(&state, token.as_deref(), origin(&req).as_deref()).await {
+    let peer = req.conn_data::<PeerCertificate>();
+    match validate(&state, token.as_deref(), origin(&req).as_deref(), peer).await {
         Ok(verified) => {
             let claims = verified.claims();
             let mut response = HttpResponse::Ok();
+            // Only a verified certificate's name means anything.
+            let identity = peer
+                .filter(|p| p.verified)
+                .and_then(|p| p.identity.as_deref())
+                .map(|identity| ("X-Client-Identity", identity));
             for (name, value) in [
                 ("X-Auth-Tenant", claims.tenant.as_str()),
                 ("X-Auth-Subject", claims.subject.as_str()),
                 ("X-Auth-Client", claims.client_id.as_str()),
                 ("X-Auth-Scope", claims.scope.as_str()),
-            ] {
+            ]
+            .into_iter()
+            .chain(identity)
+            {
                 // Signed, but still not necessarily header-safe.
                 if let Ok(value) = header::HeaderValue::from_str(value) {
                     response.insert_header((name, value));
@@ -159,7 +169,8 @@ pub async fn get_ws(
     state: web::Data<Arc<EdgeState>>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (token, via_subprotocol) = ws_token(&req, state.settings.edge.allow_query_token);
-    let verified = match validate(&state, token.as_deref(), origin(&req).as_deref()).await {
+    let peer = req.conn_data::<PeerCertificate>();
+    let verified = match validate(&state, token.as_deref(), origin(&req).as_deref(), peer).await {
         Ok(verified) => verified,
         Err(denial) => return Ok(denied(denial)),
     };

@@ -24,7 +24,12 @@ impl Application {
     pub async fn build(settings: EdgeSettings) -> anyhow::Result<Self> {
         let coord = Coord::new(&settings.redis)?;
         let address = format!("{}:{}", settings.edge.host, settings.edge.port);
-        let state = EdgeState::new(settings, coord)?;
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(keysilo_tls::TlsServer::load)
+            .transpose()?;
+        let state = EdgeState::new(settings, coord, tls.clone())?;
         tokio::spawn(run_feed(state.clone()));
         let listener = TcpListener::bind(&address)?;
         let port = listener.local_addr()?.port();
@@ -34,8 +39,16 @@ impl Application {
                 .app_data(data.clone())
                 .configure(routes::configure)
         })
-        .shutdown_timeout(5)
-        .listen(listener)?
+        .shutdown_timeout(5);
+        let server = match tls {
+            Some(tls) => {
+                tokio::spawn(tls.clone().watch());
+                server
+                    .on_connect(keysilo_tls::on_connect(tls.client_identity()))
+                    .listen_openssl(listener, tls.acceptor()?)?
+            }
+            None => server.listen(listener)?,
+        }
         .run();
         Ok(Self {
             port,

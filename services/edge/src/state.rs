@@ -117,16 +117,33 @@ impl std::fmt::Debug for EdgeState {
 
 impl EdgeState {
     /// Builds the state.
-    pub fn new(settings: EdgeSettings, coord: Coord) -> Result<Arc<Self>, anyhow::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(3))
-            .build()?;
+    pub fn new(
+        settings: EdgeSettings,
+        coord: Coord,
+        tls: Option<keysilo_tls::TlsServer>,
+    ) -> Result<Arc<Self>, anyhow::Error> {
+        let mut http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3));
+        if let Some(path) = &settings.edge.identity_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         let jwks = JwksCache::new(
             http.clone(),
             settings.edge.identity_url.clone(),
             std::time::Duration::from_secs(settings.edge.jwks_refetch_min_seconds),
         );
         let verified = Mutex::new(VerifiedCache::new(settings.edge.verified_cache_size));
+        let metrics = EdgeMetrics::new()?;
+        if let Some(tls) = tls {
+            let now = || i64::try_from(unix_now()).unwrap_or(i64::MAX);
+            metrics
+                .registry
+                .register(Box::new(keysilo_tls::TlsMetrics::new(tls, now)?))?;
+        }
         Ok(Arc::new(Self {
             jwks,
             revocations: RwLock::new(Revocations::default()),
@@ -134,7 +151,7 @@ impl EdgeState {
             sessions: Sessions::default(),
             coord,
             http,
-            metrics: EdgeMetrics::new()?,
+            metrics,
             settings,
         }))
     }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use keysilo_tokens::gate::{self, OriginRejection};
 use keysilo_tokens::{Expectations, UnverifiedToken, VerifiedAccessToken};
 
+use keysilo_tls::PeerCertificate;
+
 use crate::state::{EdgeState, unix_now};
 
 /// Why a request was refused.
@@ -47,13 +49,15 @@ fn reason(err: &keysilo_tokens::TokenError) -> &'static str {
     }
 }
 
-/// Admits a request carrying `token` (if any) from `origin` (if any).
+/// Admits a request carrying `token` (if any) from `origin` (if any) over
+/// a connection with client certificate `peer` (if any).
 pub async fn validate(
     state: &EdgeState,
     token: Option<&str>,
     origin: Option<&str>,
+    peer: Option<&PeerCertificate>,
 ) -> Result<Arc<VerifiedAccessToken>, Denial> {
-    let outcome = admit(state, token, origin).await;
+    let outcome = admit(state, token, origin, peer).await;
     let (label, why) = match &outcome {
         Ok(_) => ("accepted", "ok"),
         Err(denial) => ("rejected", denial.reason()),
@@ -70,6 +74,7 @@ async fn admit(
     state: &EdgeState,
     token: Option<&str>,
     origin: Option<&str>,
+    peer: Option<&PeerCertificate>,
 ) -> Result<Arc<VerifiedAccessToken>, Denial> {
     let token = token.filter(|t| !t.is_empty()).ok_or(Denial::Missing)?;
     let settings = &state.settings.edge;
@@ -116,6 +121,14 @@ async fn admit(
         .map_err(|_| Denial::Invalid("internal"))?
         .check(claims, verified.kid())
         .map_err(|_| Denial::Invalid("revoked"))?;
+    // RFC 8705 §3: a bound token is good only over a connection that
+    // proved possession of the certificate it names. Possession is what
+    // counts, so the certificate's chain is not at issue here.
+    if let Some(bound) = &claims.certificate_thumbprint
+        && peer.is_none_or(|peer| peer.thumbprint != *bound)
+    {
+        return Err(Denial::Invalid("certificate_binding"));
+    }
     gate::check_origin(&claims.allowed_origins, origin).map_err(Denial::Origin)?;
     Ok(verified)
 }

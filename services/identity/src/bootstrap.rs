@@ -131,9 +131,9 @@ pub async fn bootstrap(
         "tenant": tenant,
         "issuer": format!("{}/{}", settings.server.public_base_url, tenant),
         "machine_client_id": machine.id,
-        "machine_client_secret": machine_secret.as_str(),
+        "machine_client_secret": machine_secret.as_deref().map(String::as_str),
         "dashboard_client_id": dashboard.id,
-        "dashboard_client_secret": dashboard_secret.as_str(),
+        "dashboard_client_secret": dashboard_secret.as_deref().map(String::as_str),
         "username": admin.username,
         "password": password.as_str(),
     });

@@ -41,6 +41,13 @@ pub enum Command {
         #[command(subcommand)]
         command: MasterKeyCommand,
     },
+    /// Development certificates, and describing and checking certificate
+    /// files; needs no configuration.
+    Certs {
+        /// What to do.
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Configuration tools.
     Config {
         /// What to do with the configuration.
@@ -56,6 +63,53 @@ pub enum MasterKeyCommand {
     Rewrap,
     /// Show the current version and how many keys each version wraps.
     Status,
+}
+
+/// `certs …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a development CA (`ca.crt`, `ca.key`; kept when present), a
+    /// server certificate (`server.crt`, `server.key`) and client
+    /// certificates (`client-<name>.crt`, `.key`) into a directory.
+    Generate {
+        /// Where the files go (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Host names and IP addresses of the server certificate.
+        #[arg(long = "server-name", default_values = ["localhost", "127.0.0.1"])]
+        server_names: Vec<String>,
+        /// A client certificate with this common name (repeatable).
+        #[arg(long = "client")]
+        clients: Vec<String>,
+        /// Validity of the server and client certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Subject, SANs, expiry and days remaining of each certificate in a
+    /// PEM file.
+    Info {
+        /// The PEM file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a certificate: its chain, that the key is its key, and its
+    /// validity dates; exits with 1 when a check fails.
+    Validate {
+        /// The certificate (PEM, leaf first, then its chain).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// CA bundle the chain must end in; the system roots when omitted.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `config …` subcommands.

@@ -14,6 +14,11 @@ pub fn unix_seconds() -> u64 {
     unix_of(now())
 }
 
+/// Seconds since the epoch, signed (for differences that may go negative).
+pub fn unix_seconds_signed() -> i64 {
+    i64::try_from(unix_seconds()).unwrap_or(i64::MAX)
+}
+
 /// Milliseconds since the epoch.
 pub fn unix_millis() -> u64 {
     now()

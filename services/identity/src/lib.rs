@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod certs;
 pub mod cli;
 pub mod clock;
 pub mod error;

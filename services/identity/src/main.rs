@@ -10,7 +10,26 @@ use keysilo_identity::startup::Application;
 use keysilo_store::Store;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Certificate tools work without a configuration.
+    if let Some(Command::Certs { command }) =
+        cli.command.take_if(|c| matches!(c, Command::Certs { .. }))
+    {
+        return match keysilo_identity::certs::run(command) {
+            Ok(outcome) => {
+                print!("{}", outcome.output);
+                if outcome.passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(err) => {
+                eprintln!("keysilo-identity: {err:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match load(&cli) {
         Ok(settings) => settings,
         Err(err) => {
@@ -39,6 +58,8 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(master_key(settings, command)))
         }
         Command::Serve => serve(settings),
+        // Handled before the configuration is loaded.
+        Command::Certs { .. } => Ok(()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -52,6 +52,9 @@ pub enum StartupError {
     /// The master keys are unusable.
     #[error("cannot load the master keys")]
     Custody(#[from] keysilo_custody::CustodyError),
+    /// The TLS certificate, key or client CAs are unusable.
+    #[error("cannot set up TLS")]
+    Tls(#[from] keysilo_tls::TlsError),
 }
 
 /// A built, not yet running, identity service.
@@ -73,21 +76,42 @@ impl Application {
         let coord = Coord::new(&settings.redis)?;
         let settings = Arc::new(settings);
         let keys = KeyService::new(settings.clone(), store.clone(), coord.clone())?;
+        let mutual_tls = settings
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_auth != keysilo_config::ClientAuth::None);
         let cache = Arc::new(KeyCache::new(
             keys.clone(),
             settings.server.public_base_url.clone(),
             Duration::from_secs(settings.keys.cache_max_age_seconds),
+            mutual_tls,
         ));
         let clients = Arc::new(ClientCache::new(
             store.clone(),
             Duration::from_secs(settings.keys.cache_max_age_seconds),
         ));
         let limits = Arc::new(Limits::new(&settings.limits));
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(keysilo_tls::TlsServer::load)
+            .transpose()?;
+        let metrics = Metrics::new()?;
+        if let Some(tls) = &tls {
+            metrics
+                .registry()
+                .register(Box::new(keysilo_tls::TlsMetrics::new(
+                    tls.clone(),
+                    crate::clock::unix_seconds_signed,
+                )?))?;
+            tokio::spawn(tls.clone().watch());
+        }
         let state = AppState {
             settings: settings.clone(),
             store,
             coord: coord.clone(),
-            metrics: Metrics::new()?,
+            metrics,
+            tls,
             keys: keys.clone(),
             cache: cache.clone(),
             clients: clients.clone(),
@@ -151,6 +175,7 @@ impl Application {
 }
 
 fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
+    let tls = state.tls.clone();
     let workers = state.settings.server.workers;
     let shutdown = state.settings.server.shutdown_timeout_seconds;
     let data = web::Data::new(state);
@@ -172,12 +197,16 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
     if let Some(workers) = workers {
         server = server.workers(workers);
     }
-    let server = server
-        .listen(listener)
-        .map_err(|source| StartupError::Bind {
-            address: "listener".into(),
-            source,
-        })?
-        .run();
-    Ok(server)
+    let bind_failed = |source| StartupError::Bind {
+        address: "listener".into(),
+        source,
+    };
+    let server = match &tls {
+        Some(tls) => server
+            .on_connect(keysilo_tls::on_connect(tls.client_identity()))
+            .listen_openssl(listener, tls.acceptor()?)
+            .map_err(bind_failed)?,
+        None => server.listen(listener).map_err(bind_failed)?,
+    };
+    Ok(server.run())
 }

@@ -37,4 +37,6 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Rate limits and password back-off.
     pub limits: Arc<Limits>,
+    /// The listener's TLS, when it serves HTTPS.
+    pub tls: Option<keysilo_tls::TlsServer>,
 }

@@ -100,6 +100,7 @@ fn claims(sub: &str, client: &str) -> crate::AccessTokenClaims {
         expires_at: 100,
         allowed_origins: vec![],
         roles: vec![],
+        certificate_thumbprint: None,
     }
 }
 

@@ -51,6 +51,7 @@ pub struct KeyCache {
     service: KeyService,
     max_age: Duration,
     public_base_url: String,
+    mutual_tls: bool,
     entries: ExpiringMap<TenantId, TenantEntry>,
 }
 
@@ -62,11 +63,19 @@ impl std::fmt::Debug for KeyCache {
 
 impl KeyCache {
     /// An empty cache.
-    pub fn new(service: KeyService, public_base_url: String, max_age: Duration) -> Self {
+    /// `mutual_tls`: the listener asks for client certificates, so the
+    /// metadata offers RFC 8705.
+    pub fn new(
+        service: KeyService,
+        public_base_url: String,
+        max_age: Duration,
+        mutual_tls: bool,
+    ) -> Self {
         Self {
             service,
             max_age,
             public_base_url,
+            mutual_tls,
             entries: ExpiringMap::new(MAX_ENTRIES, NEGATIVE_AGE),
         }
     }
@@ -204,8 +213,11 @@ impl KeyCache {
     /// types) and no OpenID Connect members, since no ID tokens are issued.
     fn metadata(&self, id: &TenantId) -> serde_json::Value {
         let issuer = self.issuer(id);
-        let client_auth = ["client_secret_basic", "client_secret_post"];
-        serde_json::json!({
+        let mut client_auth = vec!["client_secret_basic", "client_secret_post"];
+        if self.mutual_tls {
+            client_auth.push("tls_client_auth");
+        }
+        let mut document = serde_json::json!({
             "issuer": issuer,
             "token_endpoint": format!("{issuer}/oauth2/token"),
             "jwks_uri": format!("{issuer}/.well-known/jwks"),
@@ -217,7 +229,17 @@ impl KeyCache {
             "token_endpoint_auth_methods_supported": client_auth,
             "introspection_endpoint_auth_methods_supported": client_auth,
             "revocation_endpoint_auth_methods_supported": client_auth,
-        })
+        });
+        // RFC 8705 §3.3: tokens can be bound to the client's certificate.
+        if self.mutual_tls
+            && let Some(members) = document.as_object_mut()
+        {
+            members.insert(
+                "tls_client_certificate_bound_access_tokens".into(),
+                true.into(),
+            );
+        }
+        document
     }
 }
 

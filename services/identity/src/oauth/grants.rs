@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keysilo_coord::Event;
 use keysilo_store::{ClientRecord, NewAuditEvent, NewRefreshToken, Redemption};
+use keysilo_tls::{CertificateMatch, PeerCertificate};
 use keysilo_tokens::{AccessTokenClaims, Expectations, VerifiedAccessToken};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -70,10 +71,11 @@ pub fn require_form(req: &HttpRequest) -> Result<(), OAuthError> {
     }
 }
 
-/// Credentials a client presented.
+/// Credentials a client presented: its id, and its secret unless it
+/// authenticates with its TLS certificate (RFC 8705 `tls_client_auth`).
 pub struct ClientCredentials {
     id: String,
-    secret: Zeroizing<String>,
+    secret: Option<Zeroizing<String>>,
     basic: bool,
 }
 
@@ -137,34 +139,41 @@ pub fn client_credentials(
         }
         return Ok(ClientCredentials {
             id,
-            secret,
+            secret: Some(secret),
             basic: true,
         });
     }
-    match (body_id, body_secret) {
-        (Some(id), Some(secret)) => Ok(ClientCredentials {
+    // A `client_id` alone is a `tls_client_auth` client, or nobody.
+    match body_id {
+        Some(id) => Ok(ClientCredentials {
             id,
-            secret,
+            secret: body_secret,
             basic: false,
         }),
-        _ => Err(OAuthError::InvalidClient { basic: false }),
+        None => Err(OAuthError::InvalidClient { basic: false }),
     }
 }
 
 /// Authenticates a client of `tenant`. Unknown, disabled and wrong-secret
 /// clients are indistinguishable; the secret is compared as keyed digests
-/// in constant time, the previous secret only until its overlap ends.
+/// in constant time, the previous secret only until its overlap ends. A
+/// `tls_client_auth` client sends no secret: the connection's verified
+/// client certificate must be the registered one (RFC 8705 §2.1). Each
+/// client has exactly one method; the other always fails.
 pub async fn authenticate(
     state: &AppState,
     tenant: &TenantEntry,
     credentials: &ClientCredentials,
+    peer: Option<&PeerCertificate>,
 ) -> Result<Arc<ClientRecord>, ApiError> {
     let failed = OAuthError::InvalidClient {
         basic: credentials.basic,
     };
-    let presented = state
-        .secrets
-        .hash(&credentials.secret)
+    let presented = credentials
+        .secret
+        .as_ref()
+        .map(|secret| state.secrets.hash(secret))
+        .transpose()
         .map_err(|err| ApiError::Unexpected(err.into()))?;
     let client = if !plain(&credentials.id, 128) {
         None
@@ -177,17 +186,54 @@ pub async fn authenticate(
     let Some(client) = client else {
         return Err(failed.into());
     };
-    let current = same_digest(&presented, &client.secret_hash);
-    let previous = client
-        .previous_secret_hash
-        .as_deref()
-        .zip(client.previous_secret_expires_at)
-        .is_some_and(|(hash, until)| until > clock::now() && same_digest(&presented, hash));
-    if current || previous {
+    let authenticated = match (&client.tls_client_auth, presented, &client.secret_hash) {
+        (Some(registered), None, _) => {
+            let matched = peer.is_some_and(|peer| {
+                CertificateMatch::parse(&registered.parameter, &registered.value)
+                    .is_ok_and(|expected| expected.matches(peer))
+            });
+            if !matched {
+                tracing::info!(
+                    client = %client.id,
+                    certificate = peer.is_some(),
+                    verified = peer.is_some_and(|p| p.verified),
+                    "tls_client_auth failed: no verified client certificate with the registered name"
+                );
+            }
+            matched
+        }
+        (None, Some(presented), Some(current)) => {
+            let previous = client
+                .previous_secret_hash
+                .as_deref()
+                .zip(client.previous_secret_expires_at)
+                .is_some_and(|(hash, until)| until > clock::now() && same_digest(&presented, hash));
+            same_digest(&presented, current) || previous
+        }
+        _ => false,
+    };
+    if authenticated {
         Ok(client)
     } else {
         Err(failed.into())
     }
+}
+
+/// The certificate thumbprint the client's tokens are bound to (RFC 8705
+/// §3), or `None` when it did not register for bound tokens.
+pub fn certificate_binding(
+    client: &ClientRecord,
+    peer: Option<&PeerCertificate>,
+) -> Result<Option<String>, OAuthError> {
+    if !client.certificate_bound {
+        return Ok(None);
+    }
+    peer.map(|peer| Some(peer.thumbprint.clone()))
+        .ok_or_else(|| {
+            OAuthError::InvalidRequest(
+                "this client's tokens are bound to its certificate: connect with mutual TLS".into(),
+            )
+        })
 }
 
 /// What the token endpoint answers on success; its `Debug` shows no token.
@@ -243,6 +289,7 @@ fn mint(
     state: &AppState,
     tenant: &TenantEntry,
     client: &ClientRecord,
+    binding: Option<&str>,
     subject: &str,
     scope: &BTreeSet<String>,
     roles: &[String],
@@ -277,6 +324,7 @@ fn mint(
         expires_at: now + ttl,
         allowed_origins: client.allowed_origins.clone(),
         roles: roles.to_vec(),
+        certificate_thumbprint: binding.map(str::to_owned),
     };
     keysilo_tokens::mint(&claims, signing).map_err(|err| ApiError::Unexpected(err.into()))
 }
@@ -302,6 +350,7 @@ pub fn client_credentials_grant(
     state: &AppState,
     tenant: &TenantEntry,
     client: &ClientRecord,
+    binding: Option<&str>,
     params: &HashMap<String, String>,
 ) -> Result<TokenResponse, ApiError> {
     registered(client, "client_credentials")?;
@@ -312,7 +361,7 @@ pub fn client_credentials_grant(
         .cloned()
         .collect();
     let scope = grant_scope(params.get("scope"), &allowed, allowed.clone())?;
-    let token = mint(state, tenant, client, &client.id, &scope, &[])?;
+    let token = mint(state, tenant, client, binding, &client.id, &scope, &[])?;
     Ok(response(tenant, token, &scope, None))
 }
 
@@ -351,6 +400,7 @@ pub async fn password_grant(
     state: &AppState,
     tenant: &TenantEntry,
     client: &ClientRecord,
+    binding: Option<&str>,
     params: &mut HashMap<String, String>,
 ) -> Result<TokenResponse, ApiError> {
     registered(client, "password")?;
@@ -397,7 +447,15 @@ pub async fn password_grant(
         .collect();
     let default: BTreeSet<String> = allowed.iter().filter(|s| *s != ADMIN).cloned().collect();
     let scope = grant_scope(params.get("scope"), &allowed, default)?;
-    let token = mint(state, tenant, client, &user.id, &scope, &user.roles)?;
+    let token = mint(
+        state,
+        tenant,
+        client,
+        binding,
+        &user.id,
+        &scope,
+        &user.roles,
+    )?;
     let refresh = if client.grant_types.iter().any(|g| g == "refresh_token") {
         let now = clock::now();
         let family_expires = now
@@ -432,6 +490,7 @@ pub async fn refresh_token_grant(
     state: &AppState,
     tenant: &TenantEntry,
     client: &ClientRecord,
+    binding: Option<&str>,
     params: &HashMap<String, String>,
 ) -> Result<TokenResponse, ApiError> {
     registered(client, "refresh_token")?;
@@ -485,7 +544,15 @@ pub async fn refresh_token_grant(
     // Mint before spending the presented token: should minting fail, the
     // client can retry with the same refresh token instead of tripping
     // reuse detection.
-    let token = mint(state, tenant, client, &user.id, &scope, &user.roles)?;
+    let token = mint(
+        state,
+        tenant,
+        client,
+        binding,
+        &user.id,
+        &scope,
+        &user.roles,
+    )?;
     // The successor keeps the originally granted scope (RFC 6749 §6): only
     // this access token is narrowed.
     let (next, row) = new_refresh_token(state, &original, record.family_expires_at)?;
@@ -568,6 +635,11 @@ pub async fn introspect(
                 "jti": c.jti,
                 "tid": c.tenant,
             });
+            if let Some(thumbprint) = &c.certificate_thumbprint
+                && let Some(fields) = answer.as_object_mut()
+            {
+                fields.insert("cnf".into(), serde_json::json!({ "x5t#S256": thumbprint }));
+            }
             if c.subject != c.client_id
                 && let Some(user) = state.store.user(&tenant.tenant.id, &c.subject).await?
                 && let Some(fields) = answer.as_object_mut()

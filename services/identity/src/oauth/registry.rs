@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use keysilo_store::{ClientRecord, NewAuditEvent, Store, StoreError, UserRecord};
+use keysilo_store::{ClientRecord, NewAuditEvent, Store, StoreError, TlsClientAuth, UserRecord};
+use keysilo_tls::CertificateMatch;
 use keysilo_types::TenantId;
 use zeroize::Zeroizing;
 
@@ -53,6 +54,15 @@ fn origin(raw: &str) -> Result<String, ApiError> {
     Ok(url.origin().ascii_serialization())
 }
 
+/// How a client authenticates at the token endpoint.
+#[derive(Debug, Clone)]
+pub enum ClientAuthentication {
+    /// With a secret (`client_secret_basic` or `client_secret_post`).
+    Secret,
+    /// With its TLS client certificate (RFC 8705 `tls_client_auth`).
+    Certificate(CertificateMatch),
+}
+
 /// A validated client registration.
 #[derive(Debug, Clone)]
 pub struct NewClient {
@@ -61,6 +71,8 @@ pub struct NewClient {
     scopes: Vec<String>,
     audience: Vec<String>,
     allowed_origins: Vec<String>,
+    authentication: ClientAuthentication,
+    certificate_bound: bool,
 }
 
 impl NewClient {
@@ -116,7 +128,60 @@ impl NewClient {
             scopes,
             audience,
             allowed_origins,
+            authentication: ClientAuthentication::Secret,
+            certificate_bound: false,
         })
+    }
+
+    /// Applies RFC 7591/8705 registration metadata: `method` is the
+    /// `token_endpoint_auth_method` (a secret when omitted), `certificate`
+    /// the `tls_client_auth_*` parameters given (exactly one for
+    /// `tls_client_auth`, none otherwise), and `bound` is
+    /// `tls_client_certificate_bound_access_tokens` (by default true for
+    /// `tls_client_auth` clients only).
+    pub fn authenticated_by(
+        mut self,
+        method: Option<&str>,
+        certificate: &[(&str, Option<String>)],
+        bound: Option<bool>,
+    ) -> Result<Self, ApiError> {
+        let given: Vec<(&str, &String)> = certificate
+            .iter()
+            .filter_map(|(name, value)| value.as_ref().map(|v| (*name, v)))
+            .collect();
+        self.authentication = match method.unwrap_or("client_secret_basic") {
+            "client_secret_basic" | "client_secret_post" => {
+                if let Some((name, _)) = given.first() {
+                    return Err(bad(format!(
+                        "{name} is for token_endpoint_auth_method tls_client_auth"
+                    )));
+                }
+                ClientAuthentication::Secret
+            }
+            "tls_client_auth" => match given.as_slice() {
+                [(name, value)] => ClientAuthentication::Certificate(
+                    CertificateMatch::parse(name, value)
+                        .map_err(|err| bad(format!("{name}: {err}")))?,
+                ),
+                _ => {
+                    return Err(bad(format!(
+                        "tls_client_auth needs exactly one of {}",
+                        CertificateMatch::PARAMETERS.join(", ")
+                    )));
+                }
+            },
+            other => {
+                return Err(bad(format!(
+                    "token_endpoint_auth_method `{other}` is not supported; use \
+                     client_secret_basic, client_secret_post or tls_client_auth"
+                )));
+            }
+        };
+        self.certificate_bound = bound.unwrap_or(matches!(
+            self.authentication,
+            ClientAuthentication::Certificate(_)
+        ));
+        Ok(self)
     }
 }
 
@@ -175,20 +240,37 @@ pub struct Registry<'a> {
 }
 
 impl Registry<'_> {
-    /// Registers a client; returns it with its secret, shown this once.
+    /// Registers a client; returns it with its secret, shown this once
+    /// (none for a client that authenticates with a certificate).
     pub async fn create_client(
         &self,
         tenant: &TenantId,
         new: NewClient,
         actor: &str,
-    ) -> Result<(ClientRecord, Zeroizing<String>), ApiError> {
+    ) -> Result<(ClientRecord, Option<Zeroizing<String>>), ApiError> {
         let id = new_client_id().map_err(internal)?;
-        let secret = Zeroizing::new(new_secret().map_err(internal)?);
+        let (secret, tls_client_auth) = match &new.authentication {
+            ClientAuthentication::Secret => {
+                (Some(Zeroizing::new(new_secret().map_err(internal)?)), None)
+            }
+            ClientAuthentication::Certificate(certificate) => (
+                None,
+                Some(TlsClientAuth {
+                    parameter: certificate.parameter().to_owned(),
+                    value: certificate.value(),
+                }),
+            ),
+        };
+        let secret_hash = secret
+            .as_ref()
+            .map(|s| self.secrets.hash(s))
+            .transpose()
+            .map_err(internal)?;
         let record = ClientRecord {
             tenant_id: tenant.clone(),
             id: id.clone(),
             name: new.name,
-            secret_hash: self.secrets.hash(&secret).map_err(internal)?,
+            secret_hash,
             previous_secret_hash: None,
             previous_secret_expires_at: None,
             grant_types: new.grant_types,
@@ -197,6 +279,8 @@ impl Registry<'_> {
             allowed_origins: new.allowed_origins,
             created_at: clock::now(),
             disabled_at: None,
+            tls_client_auth,
+            certificate_bound: new.certificate_bound,
         };
         let audit = NewAuditEvent {
             tenant_id: Some(tenant.clone()),

@@ -27,6 +27,23 @@ pub struct CreateClient {
     audience: Vec<String>,
     #[serde(default)]
     allowed_origins: Vec<String>,
+    /// RFC 7591; a secret when omitted.
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+    /// RFC 8705 §2.1.2: exactly one of these for `tls_client_auth`.
+    #[serde(default)]
+    tls_client_auth_subject_dn: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_dns: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_uri: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_ip: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_email: Option<String>,
+    /// RFC 8705 §3.4; by default true for `tls_client_auth` clients.
+    #[serde(default)]
+    tls_client_certificate_bound_access_tokens: Option<bool>,
 }
 
 fn internal(err: impl Into<anyhow::Error>) -> ApiError {
@@ -65,24 +82,60 @@ pub async fn post_client(
         body.scopes,
         body.audience,
         body.allowed_origins,
+    )?
+    .authenticated_by(
+        body.token_endpoint_auth_method.as_deref(),
+        &[
+            (
+                "tls_client_auth_subject_dn",
+                body.tls_client_auth_subject_dn,
+            ),
+            ("tls_client_auth_san_dns", body.tls_client_auth_san_dns),
+            ("tls_client_auth_san_uri", body.tls_client_auth_san_uri),
+            ("tls_client_auth_san_ip", body.tls_client_auth_san_ip),
+            ("tls_client_auth_san_email", body.tls_client_auth_san_email),
+        ],
+        body.tls_client_certificate_bound_access_tokens,
     )?;
     live_tenant(&state, &tenant).await?;
     let (record, secret) = registry(&state)
         .create_client(&tenant, new, &actor.name())
         .await?;
     state.clients.invalidate(&tenant, &record.id);
+    let mut document = serde_json::json!({
+        "client_id": record.id,
+        "name": record.name,
+        "grant_types": record.grant_types,
+        "scopes": record.scopes,
+        "audience": record.audience,
+        "allowed_origins": record.allowed_origins,
+        "created_at": clock::rfc3339(record.created_at),
+        "tls_client_certificate_bound_access_tokens": record.certificate_bound,
+    });
+    if let Some(members) = document.as_object_mut() {
+        match (&secret, &record.tls_client_auth) {
+            (Some(secret), _) => {
+                members.insert("client_secret".into(), secret.as_str().into());
+                members.insert(
+                    "token_endpoint_auth_method".into(),
+                    body.token_endpoint_auth_method
+                        .unwrap_or_else(|| "client_secret_basic".into())
+                        .into(),
+                );
+            }
+            (None, Some(tls)) => {
+                members.insert(
+                    "token_endpoint_auth_method".into(),
+                    "tls_client_auth".into(),
+                );
+                members.insert(tls.parameter.clone(), tls.value.clone().into());
+            }
+            (None, None) => {}
+        }
+    }
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({
-            "client_id": record.id,
-            "client_secret": secret.as_str(),
-            "name": record.name,
-            "grant_types": record.grant_types,
-            "scopes": record.scopes,
-            "audience": record.audience,
-            "allowed_origins": record.allowed_origins,
-            "created_at": clock::rfc3339(record.created_at),
-        })))
+        .json(document))
 }
 
 /// `POST /admin/v1/tenants/{T}/clients/{id}/secret`: a new secret; the
@@ -97,6 +150,16 @@ pub async fn post_client_secret(
     let tenant = tenant_in_path(&tenant)?;
     let actor = authorize_tenant(&state, &caller, &tenant).await?;
     live_tenant(&state, &tenant).await?;
+    if state
+        .clients
+        .get(&tenant, &id)
+        .await?
+        .is_some_and(|client| client.tls_client_auth.is_some())
+    {
+        return Err(ApiError::BadRequest(
+            "this client authenticates with its certificate and has no secret".into(),
+        ));
+    }
     let secret = Zeroizing::new(new_secret().map_err(internal)?);
     let now = clock::now();
     let overlap =

@@ -11,6 +11,7 @@ use crate::keys::TenantEntry;
 use crate::oauth::OAuthError;
 use crate::oauth::grants::{self, ClientCredentials};
 use crate::state::AppState;
+use keysilo_tls::PeerCertificate;
 
 /// Largest form body accepted by the OAuth2 endpoints.
 const FORM_LIMIT: usize = 16 * 1024;
@@ -55,7 +56,8 @@ async fn prelude(
     let body = read_body(payload).await?;
     let mut params = grants::parse_form(&body)?;
     let credentials: ClientCredentials = grants::client_credentials(req, &mut params)?;
-    let client = grants::authenticate(state, &tenant, &credentials).await?;
+    let peer = req.conn_data::<PeerCertificate>();
+    let client = grants::authenticate(state, &tenant, &credentials, peer).await?;
     Ok((tenant, client, params))
 }
 
@@ -105,12 +107,18 @@ pub async fn post_token(
     let grant = params
         .remove("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
+    let binding = grants::certificate_binding(&client, req.conn_data::<PeerCertificate>())?;
+    let binding = binding.as_deref();
     let response = match grant.as_str() {
         "client_credentials" => {
-            grants::client_credentials_grant(&state, &tenant, &client, &params)?
+            grants::client_credentials_grant(&state, &tenant, &client, binding, &params)?
         }
-        "password" => grants::password_grant(&state, &tenant, &client, &mut params).await?,
-        "refresh_token" => grants::refresh_token_grant(&state, &tenant, &client, &params).await?,
+        "password" => {
+            grants::password_grant(&state, &tenant, &client, binding, &mut params).await?
+        }
+        "refresh_token" => {
+            grants::refresh_token_grant(&state, &tenant, &client, binding, &params).await?
+        }
         _ => return Err(OAuthError::UnsupportedGrantType.into()),
     };
     state
