@@ -1,4 +1,4 @@
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, TestConfig, create_database, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -100,4 +100,80 @@ async fn migrations_create_the_schema_owned_by_the_application_role() {
         .unwrap()
         .get(0);
     assert!(!superuser, "the service must not need a superuser");
+}
+
+/// The value of the series whose line starts with `series`.
+async fn metric(app: &TestApp, series: &str) -> Option<f64> {
+    let body = app.get("/metrics").await.text().await.unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_metrics_operators_alert_on_are_exported() {
+    let database = create_database().await;
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_LIMITS__TOKEN_PER_CLIENT_PER_SECOND", "1")
+        .set("KEYSILO_LIMITS__TOKEN_BURST", "1");
+    let app = spawn_app_with(config, database).await;
+    app.create_tenant("acme").await;
+    // Present from the start, so an alert on `increase()` sees the first one.
+    let failed = r#"keysilo_key_rotations_total{result="failed",trigger="scheduled"}"#;
+    assert_eq!(metric(&app, failed).await, Some(0.0));
+    assert_eq!(
+        metric(&app, "keysilo_master_key_current_version").await,
+        Some(1.0)
+    );
+    let age = metric(&app, "keysilo_master_key_age_seconds")
+        .await
+        .unwrap();
+    assert!((0.0..60.0).contains(&age), "{age}");
+
+    let (id, secret) = app
+        .create_client(
+            "acme",
+            serde_json::json!({ "name": "m", "grant_types": ["client_credentials", "password"] }),
+        )
+        .await;
+    app.create_user("acme", "alice", "correct horse battery", &[])
+        .await;
+    let wrong = app
+        .token(
+            "acme",
+            (&id, "wrong"),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
+    let client = r#"keysilo_auth_failures_total{reason="invalid_client",tenant="acme"}"#;
+    assert_eq!(metric(&app, client).await, Some(1.0));
+
+    let form = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", "wrong password"),
+    ];
+    assert_eq!(app.token("acme", (&id, &secret), &form).await.status(), 400);
+    let grant = r#"keysilo_auth_failures_total{reason="invalid_grant",tenant="acme"}"#;
+    assert_eq!(metric(&app, grant).await, Some(1.0));
+
+    // One a second allowed: the next ones in the same second are refused.
+    let mut limited = 0;
+    for _ in 0..3 {
+        let response = app
+            .token(
+                "acme",
+                (&id, &secret),
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
+        limited += usize::from(response.status() == 429);
+    }
+    assert!(limited > 0);
+    let series = r#"keysilo_rate_limited_total{limit="client"}"#;
+    assert_eq!(metric(&app, series).await, Some(limited as f64));
+
+    app.rotate("acme").await;
+    let manual = r#"keysilo_key_rotations_total{result="ok",trigger="manual"}"#;
+    assert_eq!(metric(&app, manual).await, Some(1.0));
 }

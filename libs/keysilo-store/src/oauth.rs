@@ -260,6 +260,23 @@ impl Store {
         Ok(())
     }
 
+    /// Records `version` as the current master key version (the first
+    /// record of a version wins) and returns since when it has been.
+    pub async fn master_key_in_service(&self, version: u32) -> Result<SystemTime, StoreError> {
+        let version = i32::try_from(version).map_err(|_| StoreError::InvalidInput)?;
+        let conn = self.client().await?;
+        let row = conn
+            .query_one(
+                "WITH inserted AS (INSERT INTO master_key_versions (version) VALUES ($1) \
+                 ON CONFLICT (version) DO NOTHING RETURNING first_current_at) \
+                 SELECT first_current_at FROM inserted UNION ALL \
+                 SELECT first_current_at FROM master_key_versions WHERE version = $1 LIMIT 1",
+                &[&version],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// A client of the tenant, enabled or not.
     pub async fn oauth_client(
         &self,

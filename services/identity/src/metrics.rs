@@ -5,7 +5,9 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use prometheus::{Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// The service's metrics registry and the collectors in it.
 #[derive(Clone)]
@@ -14,6 +16,11 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     tokens_issued: IntCounterVec,
+    auth_failures: IntCounterVec,
+    rate_limited: IntCounterVec,
+    rotations: IntCounterVec,
+    master_key_version: IntGauge,
+    master_key_age: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -45,6 +52,49 @@ impl Metrics {
             ),
             &["tenant", "grant"],
         )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "auth_failures_total",
+                "Refused token-endpoint requests by tenant and OAuth2 error (invalid_client, invalid_grant)",
+            ),
+            &["tenant", "reason"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "rate_limited_total",
+                "Requests refused by a rate limit or the password back-off, by limit (client, address, password)",
+            ),
+            &["limit"],
+        )?;
+        let rotations = IntCounterVec::new(
+            Opts::new(
+                "key_rotations_total",
+                "Signing-key rotation steps by trigger (scheduled, manual) and result (ok, failed)",
+            ),
+            &["trigger", "result"],
+        )?;
+        let master_key_version = IntGauge::new(
+            "master_key_current_version",
+            "The master key version that wraps new tenant keys on this replica",
+        )?;
+        let master_key_age = IntGauge::new(
+            "master_key_age_seconds",
+            "Seconds since the current master key version was first put into service by any replica",
+        )?;
+        // Every series exists from the start, so `increase()` sees the first one.
+        for trigger in ["scheduled", "manual"] {
+            for result in ["ok", "failed"] {
+                rotations.with_label_values(&[trigger, result]);
+            }
+        }
+        for limit in ["client", "address", "password"] {
+            rate_limited.with_label_values(&[limit]);
+        }
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(rotations.clone()))?;
+        registry.register(Box::new(master_key_version.clone()))?;
+        registry.register(Box::new(master_key_age.clone()))?;
         registry.register(Box::new(tokens_issued.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -53,6 +103,11 @@ impl Metrics {
             http_requests,
             http_duration,
             tokens_issued,
+            auth_failures,
+            rate_limited,
+            rotations,
+            master_key_version,
+            master_key_age,
         })
     }
 
@@ -71,6 +126,31 @@ impl Metrics {
     /// Counts one issued access token.
     pub fn token_issued(&self, tenant: &str, grant: &str) {
         self.tokens_issued.with_label_values(&[tenant, grant]).inc();
+    }
+
+    /// Counts a refused client authentication or grant.
+    pub fn auth_failure(&self, tenant: &str, reason: &str) {
+        self.auth_failures
+            .with_label_values(&[tenant, reason])
+            .inc();
+    }
+
+    /// Counts a request refused by `limit` (`client`, `address`, `password`).
+    pub fn rate_limited(&self, limit: &str) {
+        self.rate_limited.with_label_values(&[limit]).inc();
+    }
+
+    /// Counts `steps` rotation steps of `trigger` with `result`.
+    pub fn rotations(&self, trigger: &str, result: &str, steps: usize) {
+        self.rotations
+            .with_label_values(&[trigger, result])
+            .inc_by(u64::try_from(steps).unwrap_or(u64::MAX));
+    }
+
+    /// Records the current master key version and how long it has served.
+    pub fn master_key(&self, version: u32, age_seconds: i64) {
+        self.master_key_version.set(i64::from(version));
+        self.master_key_age.set(age_seconds.max(0));
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

@@ -57,6 +57,26 @@ pub enum StartupError {
     Tls(#[from] keysilo_tls::TlsError),
 }
 
+/// Keeps `master_key_age_seconds` current: records, once a minute, that
+/// this replica's current master key version is in service, and reads
+/// since when (retrying quietly while PostgreSQL is away).
+async fn run_master_key_age(state: AppState) {
+    let version = state.settings.custody.current_master_key_version;
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        match state.store.master_key_in_service(version).await {
+            Ok(since) => {
+                let age = crate::clock::now()
+                    .duration_since(since)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                state.metrics.master_key(version, age);
+            }
+            Err(err) => tracing::debug!(error = %err, "cannot record the master key version"),
+        }
+    }
+}
+
 /// A built, not yet running, identity service.
 pub struct Application {
     port: u16,
@@ -127,7 +147,9 @@ impl Application {
         tokio::spawn(run_scheduler(
             keys,
             Duration::from_secs(settings.keys.scheduler_interval_seconds),
+            state.metrics.clone(),
         ));
+        tokio::spawn(run_master_key_age(state.clone()));
         tokio::spawn(run_event_listener(coord, cache, clients));
         tokio::spawn(run_purge(state.store.clone(), Duration::from_secs(3600)));
         tokio::spawn(async move {

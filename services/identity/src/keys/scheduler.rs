@@ -8,10 +8,11 @@ use futures_util::StreamExt as _;
 use keysilo_coord::Coord;
 
 use super::{KeyCache, KeyService};
+use crate::metrics::Metrics;
 use crate::oauth::clients::ClientCache;
 
 /// Checks for due rotation steps every `interval`, for ever.
-pub async fn run_scheduler(service: KeyService, interval: Duration) {
+pub async fn run_scheduler(service: KeyService, interval: Duration, metrics: Metrics) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -23,10 +24,21 @@ pub async fn run_scheduler(service: KeyService, interval: Duration) {
             async move { service.run_due_rotations().await }
         });
         match pass.await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(done)) => tracing::info!(steps = done, "scheduled rotation steps done"),
-            Ok(Err(err)) => tracing::warn!(error = %err, "scheduled rotation check failed"),
-            Err(err) => tracing::error!(error = %err, "scheduled rotation pass crashed"),
+            Ok(Ok(pass)) => {
+                metrics.rotations("scheduled", "ok", pass.done);
+                metrics.rotations("scheduled", "failed", pass.failed);
+                if pass.done > 0 {
+                    tracing::info!(steps = pass.done, "scheduled rotation steps done");
+                }
+            }
+            Ok(Err(err)) => {
+                metrics.rotations("scheduled", "failed", 1);
+                tracing::warn!(error = %err, "scheduled rotation check failed");
+            }
+            Err(err) => {
+                metrics.rotations("scheduled", "failed", 1);
+                tracing::error!(error = %err, "scheduled rotation pass crashed");
+            }
         }
     }
 }

@@ -15,6 +15,14 @@ use keysilo_types::{KeyStatus, Kid, TenantId};
 
 use crate::clock;
 
+/// What one pass over the due rotation steps did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPass {
+    /// Steps done (a key staged, promoted or retired).
+    pub done: usize,
+    /// Steps that failed; each is logged with its tenant.
+    pub failed: usize,
+}
 /// The lock kind that guards a tenant's key set.
 const TENANT_KEYS_LOCK: &str = "tenant-keys";
 /// Keys re-wrapped per transaction.
@@ -394,7 +402,7 @@ impl KeyService {
     /// One pass of scheduled rotation over every tenant with a step due.
     /// Runs on every replica; the lock and a re-check under it make each
     /// step happen once.
-    pub async fn run_due_rotations(&self) -> Result<usize, KeyError> {
+    pub async fn run_due_rotations(&self) -> Result<RotationPass, KeyError> {
         let keys = &self.settings.keys;
         let now = clock::now();
         let stage_before = now
@@ -404,18 +412,20 @@ impl KeyService {
             ))
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let due = self.store.due_rotations(now, stage_before).await?;
-        let mut done = 0;
+        let mut pass = RotationPass::default();
         for (tenant, step) in due {
             match self.scheduled_step(&tenant, step).await {
-                Ok(true) => done += 1,
+                Ok(true) => pass.done += 1,
                 Ok(false) => {}
+                // Another replica holds the lock and does the step.
                 Err(KeyError::Coord(CoordError::LockBusy { .. })) => {}
                 Err(err) => {
+                    pass.failed += 1;
                     tracing::warn!(tenant = %tenant, error = %err, "scheduled rotation failed");
                 }
             }
         }
-        Ok(done)
+        Ok(pass)
     }
 
     async fn scheduled_step(&self, id: &TenantId, step: DueRotation) -> Result<bool, KeyError> {

@@ -416,10 +416,10 @@ pub async fn password_grant(
     let limit_key = format!("{}/{}", tenant.tenant.id, username);
     // Parallel attempts for one username are capped by the failures still
     // free, and an attempt that does not succeed counts as a failure.
-    let attempt = state
-        .limits
-        .password_attempt(&limit_key)
-        .map_err(OAuthError::RateLimited)?;
+    let attempt = state.limits.password_attempt(&limit_key).map_err(|wait| {
+        state.metrics.rate_limited("password");
+        OAuthError::RateLimited(wait)
+    })?;
     let user = state
         .store
         .user_by_name(&tenant.tenant.id, &username)

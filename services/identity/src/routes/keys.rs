@@ -61,7 +61,10 @@ pub async fn post_rotate(
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_in_path(&path)?;
     let actor = authorize_tenant(&state, &caller, &id).await?;
-    let rotation = state.keys.rotate_now(&id, &actor.name()).await?;
+    let rotation = state.keys.rotate_now(&id, &actor.name()).await;
+    let result = if rotation.is_ok() { "ok" } else { "failed" };
+    state.metrics.rotations("manual", result, 1);
+    let rotation = rotation?;
     state.cache.invalidate(&id);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "kid": rotation.active,

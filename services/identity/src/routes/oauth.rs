@@ -9,7 +9,7 @@ use super::tenants::tenant_in_path;
 use crate::error::ApiError;
 use crate::keys::TenantEntry;
 use crate::oauth::OAuthError;
-use crate::oauth::grants::{self, ClientCredentials};
+use crate::oauth::grants;
 use crate::state::AppState;
 use keysilo_tls::PeerCertificate;
 
@@ -47,18 +47,48 @@ async fn prelude(
     let id = tenant_in_path(tenant)?;
     let tenant = state.cache.get(&id).await?.ok_or(ApiError::NotFound)?;
     if let Some(address) = client_address(req, &state.settings.limits.trusted_proxies) {
-        state
-            .limits
-            .address(address)
-            .map_err(OAuthError::RateLimited)?;
+        state.limits.address(address).map_err(|wait| {
+            state.metrics.rate_limited("address");
+            OAuthError::RateLimited(wait)
+        })?;
     }
     grants::require_form(req)?;
     let body = read_body(payload).await?;
     let mut params = grants::parse_form(&body)?;
-    let credentials: ClientCredentials = grants::client_credentials(req, &mut params)?;
+    let credentials = grants::client_credentials(req, &mut params);
     let peer = req.conn_data::<PeerCertificate>();
-    let client = grants::authenticate(state, &tenant, &credentials, peer).await?;
+    let client = match credentials {
+        Ok(credentials) => grants::authenticate(state, &tenant, &credentials, peer).await,
+        Err(err) => Err(err.into()),
+    };
+    let client = refusal(req, state, &tenant, client)?;
     Ok((tenant, client, params))
+}
+
+/// Counts and logs a refused client authentication or grant, with the
+/// caller's address (which a metric label could not carry).
+fn refusal<T>(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &TenantEntry,
+    outcome: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let reason = match &outcome {
+        Err(ApiError::OAuth(OAuthError::InvalidClient { .. })) => "invalid_client",
+        Err(ApiError::OAuth(OAuthError::InvalidGrant(_))) => "invalid_grant",
+        _ => return outcome,
+    };
+    state
+        .metrics
+        .auth_failure(tenant.tenant.id.as_str(), reason);
+    let address = client_address(req, &state.settings.limits.trusted_proxies);
+    tracing::info!(
+        tenant = %tenant.tenant.id,
+        client_ip = address.map(|a| a.to_string()).unwrap_or_default(),
+        reason,
+        "token endpoint request refused"
+    );
+    outcome
 }
 
 /// The caller's address: the TCP peer, unless the peer is a trusted proxy,
@@ -103,7 +133,10 @@ pub async fn post_token(
     state
         .limits
         .client(&format!("{}/{}", tenant.tenant.id, client.id))
-        .map_err(OAuthError::RateLimited)?;
+        .map_err(|wait| {
+            state.metrics.rate_limited("client");
+            OAuthError::RateLimited(wait)
+        })?;
     let grant = params
         .remove("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
@@ -111,16 +144,15 @@ pub async fn post_token(
     let binding = binding.as_deref();
     let response = match grant.as_str() {
         "client_credentials" => {
-            grants::client_credentials_grant(&state, &tenant, &client, binding, &params)?
+            grants::client_credentials_grant(&state, &tenant, &client, binding, &params)
         }
-        "password" => {
-            grants::password_grant(&state, &tenant, &client, binding, &mut params).await?
-        }
+        "password" => grants::password_grant(&state, &tenant, &client, binding, &mut params).await,
         "refresh_token" => {
-            grants::refresh_token_grant(&state, &tenant, &client, binding, &params).await?
+            grants::refresh_token_grant(&state, &tenant, &client, binding, &params).await
         }
         _ => return Err(OAuthError::UnsupportedGrantType.into()),
     };
+    let response = refusal(&req, &state, &tenant, response)?;
     state
         .metrics
         .token_issued(tenant.tenant.id.as_str(), &grant);
