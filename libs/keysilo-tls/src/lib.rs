@@ -3,8 +3,8 @@
 //! - [`TlsServer`] holds a listener's certificate, key and client CAs,
 //!   hands actix-web an acceptor, and reloads the files when they change
 //!   (a broken replacement is refused and the old material stays).
-//! - [`on_connect`] reads each connection's client certificate into a
-//!   [`PeerCertificate`], which handlers find with `req.conn_data()`.
+//! - [`PeerCertificate::of_connection`] reads a connection's client
+//!   certificate once; the services store it for their handlers.
 //! - [`CertificateMatch`] recognises an RFC 8705 `tls_client_auth` client;
 //!   [`DistinguishedName`] reads and compares RFC 4514 names.
 //! - [`TlsMetrics`] exports days remaining and reload counts.
@@ -33,19 +33,4 @@ use openssl::asn1::{Asn1Time, Asn1TimeRef};
 pub(crate) fn unix_of(time: &Asn1TimeRef) -> Result<i64, openssl::error::ErrorStack> {
     let diff = Asn1Time::from_unix(0)?.diff(time)?;
     Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
-}
-
-/// The `on_connect` hook of an actix-web server listening with TLS: stores
-/// the connection's client certificate, if any, for `req.conn_data()`.
-pub fn on_connect(
-    identity: keysilo_config::ClientIdentity,
-) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
-    move |connection, extensions| {
-        type Stream = actix_tls::accept::openssl::TlsStream<actix_web::rt::net::TcpStream>;
-        if let Some(stream) = connection.downcast_ref::<Stream>()
-            && let Some(peer) = PeerCertificate::of_connection(stream.ssl(), identity)
-        {
-            extensions.insert(peer);
-        }
-    }
 }

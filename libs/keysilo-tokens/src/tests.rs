@@ -217,6 +217,11 @@ fn required_claims_must_be_present_with_the_right_types() {
         ("jti", None),
         ("sub", Some(json!(5))),
         ("tid", Some(json!("Not A Tenant"))),
+        // A confirmation this verifier cannot check is not ignored.
+        ("cnf", Some(json!({ "jkt": "abc" }))),
+        ("cnf", Some(json!({ "x5t#S256": "abc", "jkt": "abc" }))),
+        ("cnf", Some(json!({ "x5t#S256": 5 }))),
+        ("cnf", Some(json!("abc"))),
     ] {
         let mut payload = base.clone();
         match value {
@@ -316,4 +321,20 @@ fn a_jwks_key_with_a_degenerate_exponent_is_refused() {
             TokenError::Malformed
         );
     }
+}
+
+#[test]
+fn a_certificate_bound_token_carries_and_returns_its_thumbprint() {
+    let bound = AccessTokenClaims {
+        certificate_thumbprint: Some("bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2".into()),
+        ..claims()
+    };
+    let token = mint(&bound, &signing()).unwrap();
+    assert_eq!(
+        payload_of(&token)["cnf"],
+        json!({ "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2" })
+    );
+    let verified = verify(&token, &keys(), &expect(NOW)).unwrap();
+    assert_eq!(verified.claims(), &bound);
+    assert!(payload_of(&mint(&claims(), &signing()).unwrap()).get("cnf").is_none());
 }

@@ -12,8 +12,31 @@ use keysilo_edge::startup::Application;
 #[command(name = "keysilo-edge", version, about)]
 struct Cli {
     /// TOML configuration file; environment variables override it.
-    #[arg(long, short, env = "KEYSILO_CONFIG")]
+    #[arg(long, short, env = "KEYSILO_CONFIG", global = true)]
     config: Option<PathBuf>,
+
+    /// What to do; serve when omitted.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Commands besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Configuration tools.
+    Config {
+        /// What to do with the configuration.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `config …` subcommands.
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration, resolve every secret, report every problem
+    /// in one pass, and exit non-zero if there is any.
+    Validate,
 }
 
 fn main() -> ExitCode {
@@ -25,6 +48,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Config {
+        command: ConfigCommand::Validate,
+    }) = cli.command
+    {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
     let options = keysilo_telemetry::Options {
         filter: settings.telemetry.log_level.clone(),
         json: settings.telemetry.log_format == LogFormat::Json,

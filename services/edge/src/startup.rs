@@ -44,7 +44,7 @@ impl Application {
             Some(tls) => {
                 tokio::spawn(tls.clone().watch());
                 server
-                    .on_connect(keysilo_tls::on_connect(tls.client_identity()))
+                    .on_connect(keep_peer_certificate(tls.client_identity()))
                     .listen_openssl(listener, tls.acceptor()?)?
             }
             None => server.listen(listener)?,
@@ -70,5 +70,20 @@ impl Application {
     /// Serves until SIGTERM or SIGINT.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// actix-web's `on_connect` hook for a TLS listener: keeps the connection's
+/// client certificate, if any, for handlers (`req.conn_data()`).
+fn keep_peer_certificate(
+    identity: keysilo_config::ClientIdentity,
+) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
+    move |connection, extensions| {
+        type Stream = actix_tls::accept::openssl::TlsStream<actix_web::rt::net::TcpStream>;
+        if let Some(stream) = connection.downcast_ref::<Stream>()
+            && let Some(peer) = keysilo_tls::PeerCertificate::of_connection(stream.ssl(), identity)
+        {
+            extensions.insert(peer);
+        }
     }
 }
