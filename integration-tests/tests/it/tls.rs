@@ -690,3 +690,64 @@ async fn the_certs_command_generates_describes_and_validates() {
     let missing = run(&["certs", "info", &format!("{out}/nothing.crt")]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// A redis-server of this test's own, serving TLS only.
+struct TlsRedis(std::process::Child);
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn redis_over_tls_is_verified_against_the_configured_ca() {
+    let pki = Pki::new(&[]);
+    let port = crate::helpers::free_port();
+    let path = |file: &str| pki.path(file).display().to_string();
+    let _redis = TlsRedis(
+        std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(["--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &path("server.crt")])
+            .args(["--tls-key-file", &path("server.key")])
+            .args(["--tls-ca-cert-file", &path("ca.crt")])
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/stack up)"),
+    );
+    let database = create_database().await;
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_REDIS__URL", format!("rediss://127.0.0.1:{port}"))
+        .set("KEYSILO_REDIS__CA_FILE", path("ca.crt"));
+    let app = crate::helpers::spawn_app_with(config, database.clone()).await;
+    let mut ready = None;
+    for _ in 0..50 {
+        let response = app.get("/readyz").await;
+        if response.status() == 200 {
+            ready = Some(response.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready.expect("ready over TLS")["checks"]["redis"], "up");
+    // Locks and events go over the same connection: creating a tenant
+    // takes its rotation lock.
+    app.create_tenant("acme").await;
+
+    // Without the CA the server's certificate is not trusted.
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_REDIS__URL", format!("rediss://127.0.0.1:{port}"))
+        .set("KEYSILO_DATABASE__MIGRATE_ON_START", "false");
+    let untrusting = crate::helpers::spawn_app_with(config, database).await;
+    assert_eq!(untrusting.get("/readyz").await.status(), 503);
+}

@@ -145,6 +145,9 @@ pub struct DatabaseSettings {
 pub struct RedisSettings {
     /// `redis://host:port/db` (or `rediss://` for TLS), without credentials.
     pub url: String,
+    /// CA bundle that verifies the server's certificate with `rediss://`;
+    /// the system roots when unset.
+    pub ca_file: Option<PathBuf>,
     /// Password, when the server requires one.
     pub password: Option<Secret>,
     /// Prefix of every key and channel this process uses, so several
@@ -319,6 +322,7 @@ impl Default for RawDatabase {
 #[serde(deny_unknown_fields, default)]
 struct RawRedis {
     url: String,
+    ca_file: Option<PathBuf>,
     password: Option<SecretRef>,
     key_prefix: String,
     pool_size: usize,
@@ -329,6 +333,7 @@ impl Default for RawRedis {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            ca_file: None,
             password: None,
             key_prefix: "keysilo:".into(),
             pool_size: 16,
@@ -795,8 +800,15 @@ pub(crate) fn redis_section(
             problems.push(Problem::new("redis.pool_size", "must be at least 1"));
         }
         positive("redis.timeout_seconds", raw.timeout_seconds, problems);
+        if raw.ca_file.is_some() && !raw.url.starts_with("rediss://") {
+            problems.push(Problem::new(
+                "redis.ca_file",
+                "only used with a rediss:// url (TLS)",
+            ));
+        }
         RedisSettings {
             url: check_http_url("redis.url", &raw.url, &["redis", "rediss"], problems),
+            ca_file: raw.ca_file,
             password: resolve("redis.password", raw.password.as_ref(), providers, problems),
             key_prefix: raw.key_prefix,
             pool_size: raw.pool_size,

@@ -120,8 +120,22 @@ impl Coord {
             info = info.set_redis_settings(redis_settings);
         }
         let timeout = Duration::from_secs(settings.timeout_seconds);
-        let client =
-            redis::Client::open(info.clone()).map_err(|err| CoordError::Settings(Box::new(err)))?;
+        let client = match &settings.ca_file {
+            // `rediss://` verified against a CA of the operator's (the
+            // settings allow `ca_file` with `rediss://` only).
+            Some(path) => {
+                let root =
+                    std::fs::read(path).map_err(|err| CoordError::Settings(Box::new(err)))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root),
+                };
+                redis::Client::build_with_tls(info, certificates)
+            }
+            None => redis::Client::open(info),
+        }
+        .map_err(|err| CoordError::Settings(Box::new(err)))?;
+        let info = client.get_connection_info().clone();
         let manager = Manager::new(info).map_err(|err| CoordError::Settings(Box::new(err)))?;
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)

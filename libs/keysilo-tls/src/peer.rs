@@ -198,3 +198,97 @@ impl CertificateMatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    use super::*;
+
+    fn certificate() -> X509 {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("O", "Acme").unwrap();
+        name.append_entry_by_text("OU", "payments").unwrap();
+        name.append_entry_by_text("CN", "worker-7").unwrap();
+        let name = name.build();
+        let mut builder = X509::builder().unwrap();
+        builder.set_version(2).unwrap();
+        builder.set_subject_name(&name).unwrap();
+        builder.set_issuer_name(&name).unwrap();
+        builder.set_pubkey(&key).unwrap();
+        let now = openssl::asn1::Asn1Time::days_from_now(0).unwrap();
+        let later = openssl::asn1::Asn1Time::days_from_now(1).unwrap();
+        builder.set_not_before(&now).unwrap();
+        builder.set_not_after(&later).unwrap();
+        let san = SubjectAlternativeName::new()
+            .dns("worker-7.acme.test")
+            .dns("second.acme.test")
+            .uri("spiffe://acme.test/worker")
+            .ip("10.0.0.7")
+            .email("ops@acme.test")
+            .build(&builder.x509v3_context(None, None))
+            .unwrap();
+        builder.append_extension(san).unwrap();
+        builder.sign(&key, MessageDigest::sha256()).unwrap();
+        builder.build()
+    }
+
+    #[test]
+    fn the_configured_attribute_names_the_client() {
+        let cert = certificate();
+        for (identity, expected) in [
+            (ClientIdentity::Cn, "worker-7"),
+            (ClientIdentity::Ou, "payments"),
+            (ClientIdentity::O, "Acme"),
+            (ClientIdentity::DnsSan, "worker-7.acme.test"),
+        ] {
+            let peer = PeerCertificate::from_x509(&cert, true, identity).unwrap();
+            assert_eq!(peer.identity.as_deref(), Some(expected), "{identity:?}");
+        }
+        let peer = PeerCertificate::from_x509(&cert, true, ClientIdentity::Cn).unwrap();
+        assert_eq!(peer.subject.to_string(), "CN=worker-7,OU=payments,O=Acme");
+        assert_eq!(peer.thumbprint.len(), 43);
+    }
+
+    #[test]
+    fn every_registration_kind_matches_only_a_verified_certificate() {
+        let cert = certificate();
+        let verified = PeerCertificate::from_x509(&cert, true, ClientIdentity::Cn).unwrap();
+        let unverified = PeerCertificate::from_x509(&cert, false, ClientIdentity::Cn).unwrap();
+        for (parameter, good, bad) in [
+            (
+                "tls_client_auth_subject_dn",
+                "cn=Worker-7, ou=payments, o=acme",
+                "CN=worker-7,O=Acme",
+            ),
+            ("tls_client_auth_san_dns", "SECOND.acme.test", "acme.test"),
+            (
+                "tls_client_auth_san_uri",
+                "spiffe://acme.test/worker",
+                "spiffe://acme.test/other",
+            ),
+            ("tls_client_auth_san_ip", "10.0.0.7", "10.0.0.8"),
+            (
+                "tls_client_auth_san_email",
+                "ops@acme.test",
+                "dev@acme.test",
+            ),
+        ] {
+            let good = CertificateMatch::parse(parameter, good).unwrap();
+            assert_eq!(good.parameter(), parameter);
+            assert!(good.matches(&verified), "{parameter}");
+            assert!(!good.matches(&unverified), "{parameter} unverified");
+            let bad = CertificateMatch::parse(parameter, bad).unwrap();
+            assert!(!bad.matches(&verified), "{parameter} other");
+        }
+        assert!(CertificateMatch::parse("tls_client_auth_san_ip", "not-ip").is_err());
+        assert!(CertificateMatch::parse("tls_client_auth_subject_dn", "CN").is_err());
+        assert!(CertificateMatch::parse("tls_client_auth_san_email", "no-at").is_err());
+        assert!(CertificateMatch::parse("self_signed", "x").is_err());
+    }
+}

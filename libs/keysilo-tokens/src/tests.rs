@@ -336,5 +336,9 @@ fn a_certificate_bound_token_carries_and_returns_its_thumbprint() {
     );
     let verified = verify(&token, &keys(), &expect(NOW)).unwrap();
     assert_eq!(verified.claims(), &bound);
-    assert!(payload_of(&mint(&claims(), &signing()).unwrap()).get("cnf").is_none());
+    assert!(
+        payload_of(&mint(&claims(), &signing()).unwrap())
+            .get("cnf")
+            .is_none()
+    );
 }
