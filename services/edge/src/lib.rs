@@ -13,6 +13,7 @@
 
 pub mod feed;
 pub mod keys;
+pub mod openapi;
 pub mod routes;
 pub mod sessions;
 pub mod startup;

@@ -319,11 +319,42 @@ pub async fn get_metrics(state: web::Data<Arc<EdgeState>>) -> HttpResponse {
         .body(buffer)
 }
 
-/// Registers the routes.
+/// One operation: the router registers it and `/openapi.json` documents
+/// it from this same entry.
+pub struct Endpoint {
+    /// The path (every edge route is a GET).
+    pub path: &'static str,
+    handler: fn(actix_web::Route) -> actix_web::Route,
+    /// The OpenAPI operation object.
+    pub operation: fn() -> serde_json::Value,
+}
+
+/// Every operation of the edge, hot ones first.
+pub fn endpoints() -> Vec<Endpoint> {
+    use crate::openapi as doc;
+    let endpoint = |path, handler, operation| Endpoint {
+        path,
+        handler,
+        operation,
+    };
+    vec![
+        endpoint("/auth", |r| r.to(get_auth), doc::auth),
+        endpoint("/ws", |r| r.to(get_ws), doc::ws),
+        endpoint("/healthz", |r| r.to(get_healthz), doc::healthz),
+        endpoint("/readyz", |r| r.to(get_readyz), doc::readyz),
+        endpoint("/metrics", |r| r.to(get_metrics), doc::metrics),
+        endpoint("/openapi.json", |r| r.to(get_openapi), doc::openapi),
+    ]
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 description of the edge.
+pub async fn get_openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document(&endpoints()))
+}
+
+/// Registers the routes of [`endpoints`].
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/auth", web::get().to(get_auth))
-        .route("/ws", web::get().to(get_ws))
-        .route("/healthz", web::get().to(get_healthz))
-        .route("/readyz", web::get().to(get_readyz))
-        .route("/metrics", web::get().to(get_metrics));
+    for endpoint in endpoints() {
+        cfg.route(endpoint.path, (endpoint.handler)(web::get()));
+    }
 }
