@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keysilo_custody::SigningKey;
-use keysilo_store::{StoredKey, TenantRecord};
+use keysilo_store::{StoreError, StoredKey, TenantRecord};
 use keysilo_types::{KeyStatus, TenantId};
 
 use super::service::wrapped_of;
@@ -86,13 +86,25 @@ impl KeyCache {
     }
 
     /// The entry of an enabled tenant, loading it on a miss; `None` for an
-    /// unknown or disabled tenant.
+    /// unknown or disabled tenant. While PostgreSQL is unavailable an
+    /// expired entry is served as it was (see `docs/failure-modes.md`):
+    /// nothing can have changed it, since every change is a database write.
     pub async fn get(&self, id: &TenantId) -> Result<Option<Arc<TenantEntry>>, KeyError> {
         let generation = match self.entries.lookup(id) {
             Lookup::Fresh(entry) => return Ok(entry),
             Lookup::Miss(generation) => generation,
         };
-        let loaded = self.load(id).await?;
+        let loaded = match self.load(id).await {
+            Ok(loaded) => loaded,
+            Err(KeyError::Store(StoreError::Unavailable(cause))) => {
+                if let Some(entry) = self.entries.stale(id) {
+                    tracing::debug!(tenant = %id, error = %cause, "PostgreSQL unavailable; serving the cached tenant");
+                    return Ok(Some(entry));
+                }
+                return Err(KeyError::Store(StoreError::Unavailable(cause)));
+            }
+            Err(err) => return Err(err),
+        };
         let entry = loaded.as_ref().map(|(entry, _)| entry.clone());
         self.entries.install(id.clone(), loaded, generation);
         Ok(entry)

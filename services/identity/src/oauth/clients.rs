@@ -40,7 +40,10 @@ impl ClientCache {
         }
     }
 
-    /// An enabled client of the tenant, or `None`.
+    /// An enabled client of the tenant, or `None`. While PostgreSQL is
+    /// unavailable an expired entry is served as it was: disabling a client
+    /// or changing its secret is a database write, so none can have
+    /// happened.
     pub async fn get(
         &self,
         tenant: &TenantId,
@@ -51,12 +54,18 @@ impl ClientCache {
             Lookup::Fresh(client) => return Ok(client),
             Lookup::Miss(generation) => generation,
         };
-        let client = self
-            .store
-            .oauth_client(tenant, id)
-            .await?
-            .filter(|c| c.disabled_at.is_none())
-            .map(Arc::new);
+        let client = match self.store.oauth_client(tenant, id).await {
+            Ok(client) => client,
+            Err(StoreError::Unavailable(cause)) => {
+                if let Some(client) = self.entries.stale(&key) {
+                    return Ok(Some(client));
+                }
+                return Err(StoreError::Unavailable(cause));
+            }
+            Err(err) => return Err(err),
+        }
+        .filter(|c| c.disabled_at.is_none())
+        .map(Arc::new);
         let until = Instant::now() + self.max_age;
         self.entries
             .install(key, client.clone().map(|c| (c, until)), generation);

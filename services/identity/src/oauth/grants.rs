@@ -420,18 +420,26 @@ pub async fn password_grant(
         state.metrics.rate_limited("password");
         OAuthError::RateLimited(wait)
     })?;
-    let user = state
-        .store
-        .user_by_name(&tenant.tenant.id, &username)
-        .await?
-        .filter(|u| u.disabled_at.is_none());
+    let user = match state.store.user_by_name(&tenant.tenant.id, &username).await {
+        Ok(user) => user.filter(|u| u.disabled_at.is_none()),
+        Err(err) => {
+            attempt.undecided();
+            return Err(err.into());
+        }
+    };
     // An unknown user is checked against a dummy hash: same cost, same
     // answer as a wrong password.
-    let matches = state
+    let matches = match state
         .passwords
         .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
         .await
-        .map_err(password_error)?;
+    {
+        Ok(matches) => matches,
+        Err(err) => {
+            attempt.undecided();
+            return Err(password_error(err));
+        }
+    };
     let Some(user) = user.filter(|_| matches) else {
         return Err(wrong.into());
     };

@@ -32,6 +32,7 @@ pub struct PasswordAttempt<'a> {
     limits: &'a Limits,
     key: String,
     succeeded: bool,
+    undecided: bool,
 }
 
 impl PasswordAttempt<'_> {
@@ -39,11 +40,22 @@ impl PasswordAttempt<'_> {
     pub fn succeeded(mut self) {
         self.succeeded = true;
     }
+
+    /// The password could not be checked (PostgreSQL unavailable, the
+    /// hashing pool saturated): neither a success nor a failure. An outage
+    /// must not push users into back-off.
+    pub fn undecided(mut self) {
+        self.undecided = true;
+    }
 }
 
 impl Drop for PasswordAttempt<'_> {
     fn drop(&mut self) {
-        self.limits.judged(&self.key, self.succeeded);
+        if self.undecided {
+            self.limits.abandoned(&self.key);
+        } else {
+            self.limits.judged(&self.key, self.succeeded);
+        }
     }
 }
 
@@ -147,6 +159,7 @@ impl Limits {
             limits: self,
             key: key.to_owned(),
             succeeded: false,
+            undecided: false,
         })
     }
 
@@ -185,6 +198,17 @@ impl Limits {
         }
         if entry.count == 0 && entry.in_flight == 0 {
             failures.remove(key);
+        }
+    }
+
+    /// Ends an attempt that was neither right nor wrong.
+    fn abandoned(&self, key: &str) {
+        let mut failures = self.failures();
+        if let Some(entry) = failures.get_mut(key) {
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            if entry.count == 0 && entry.in_flight == 0 {
+                failures.remove(key);
+            }
         }
     }
 

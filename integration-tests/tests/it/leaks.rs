@@ -1,0 +1,1 @@
+//! Secrets never leak into logs, error bodies or metrics. (Being written.)
