@@ -12,6 +12,7 @@
 
 mod helpers;
 
+mod abuse;
 mod api_property;
 mod binary;
 mod compat;

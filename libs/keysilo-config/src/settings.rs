@@ -99,6 +99,9 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_timeout_seconds: u64,
+    /// Longest a request may take from its headers to its answer, body
+    /// upload included; a slower one is cut off with 408.
+    pub request_timeout_seconds: u64,
 }
 
 /// How the PostgreSQL connection is protected.
@@ -272,6 +275,7 @@ struct RawServer {
     public_base_url: String,
     workers: Option<usize>,
     shutdown_timeout_seconds: u64,
+    request_timeout_seconds: u64,
 }
 
 impl Default for RawServer {
@@ -282,6 +286,7 @@ impl Default for RawServer {
             public_base_url: "http://127.0.0.1:8080".into(),
             workers: None,
             shutdown_timeout_seconds: 10,
+            request_timeout_seconds: 30,
         }
     }
 }
@@ -602,6 +607,17 @@ pub(crate) fn build(
         if raw.workers == Some(0) {
             problems.push(Problem::new("server.workers", "must be at least 1"));
         }
+        positive(
+            "server.request_timeout_seconds",
+            raw.request_timeout_seconds,
+            problems,
+        );
+        at_most(
+            "server.request_timeout_seconds",
+            raw.request_timeout_seconds,
+            3600,
+            problems,
+        );
         ServerSettings {
             public_base_url: check_http_url(
                 "server.public_base_url",
@@ -613,6 +629,7 @@ pub(crate) fn build(
             port: raw.port,
             workers: raw.workers,
             shutdown_timeout_seconds: raw.shutdown_timeout_seconds,
+            request_timeout_seconds: raw.request_timeout_seconds,
         }
     });
     let database = section::<RawDatabase>(table, "database", problems).map(|raw| {

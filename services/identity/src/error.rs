@@ -22,6 +22,12 @@ pub enum ApiError {
     /// The body is larger than allowed.
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The request's headers are too large.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    /// The request was not complete (its body, say) in time.
+    #[error("request timeout")]
+    RequestTimeout,
     /// No credentials were presented.
     #[error("authentication required")]
     Unauthorized,
@@ -86,6 +92,8 @@ impl ResponseError for ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Forbidden => StatusCode::FORBIDDEN,
@@ -108,6 +116,8 @@ impl ResponseError for ApiError {
             Self::NotFound => ("not_found", "no such resource"),
             Self::BadRequest(message) => ("invalid_request", message.as_str()),
             Self::PayloadTooLarge => ("invalid_request", "the request body is too large"),
+            Self::RequestTimeout => ("invalid_request", "the request took too long to arrive"),
+            Self::HeadersTooLarge => ("invalid_request", "the request headers are too large"),
             Self::Unauthorized => ("invalid_request", "a bearer token is required"),
             Self::InvalidToken => ("invalid_token", "the bearer token is not valid"),
             Self::Conflict(message) => ("conflict", message.as_str()),

@@ -57,6 +57,36 @@ pub enum StartupError {
     Tls(#[from] keysilo_tls::TlsError),
 }
 
+/// Largest total size of a request's header names and values.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Request-level limits. Headers over [`MAX_HEADER_BYTES`] are refused
+/// with 431 (actix-web itself allows far more). A request not answered
+/// within `server.request_timeout_seconds` of its headers, its body upload
+/// included, is cut off with 408: a client trickling a body (slowloris)
+/// holds a connection at most that long, while actix-web's own
+/// `client_request_timeout` bounds only the headers.
+async fn deadline(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::HeadersTooLarge.into());
+    }
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(30, |state| state.settings.server.request_timeout_seconds);
+    match tokio::time::timeout(Duration::from_secs(limit), next.call(req)).await {
+        Ok(response) => response,
+        Err(_) => Err(ApiError::RequestTimeout.into()),
+    }
+}
+
 /// Keeps `master_key_age_seconds` current: records, once a minute, that
 /// this replica's current master key version is in service, and reads
 /// since when (retrying quietly while PostgreSQL is away).
@@ -203,6 +233,7 @@ fn run(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(deadline))
             .wrap(from_fn(metrics::track))
             .wrap(TracingLogger::default())
             .app_data(data.clone())

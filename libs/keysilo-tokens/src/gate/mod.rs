@@ -52,7 +52,10 @@ pub fn normalize_origin(raw: &str) -> Option<String> {
         }
         _ => (host_port.clone(), None),
     };
-    if host.is_empty() {
+    // A colon belongs in a host only inside an IPv6 literal's brackets
+    // (`a:b:443` and `h:8443:443` are no origins).
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if host.is_empty() || (host.contains(':') && !bracketed) {
         return None;
     }
     match port {

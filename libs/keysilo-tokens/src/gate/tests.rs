@@ -57,6 +57,27 @@ fn origins_normalise_like_browsers_send_them() {
     assert_eq!(check("https://example.com:99999"), None);
 }
 
+/// Found by `fuzz/fuzz_targets/token.rs`: a colon in the host outside an
+/// IPv6 literal was taken for part of the host, so `h:8443:443` normalised
+/// to `h:8443`, and a normalised origin did not normalise to itself.
+#[test]
+fn a_colon_outside_an_ipv6_literal_is_no_origin() {
+    let check = |raw: &str| normalize_origin(raw);
+
+    assert_eq!(check("https://As:p.Example:443/"), None);
+    assert_eq!(check("https://app.example.com:8443:443"), None);
+    assert_eq!(check("https://a:b"), None);
+    assert_eq!(check("http://[::1"), None);
+    assert_eq!(check("http://[::1]").as_deref(), Some("http://[::1]"));
+    assert_eq!(
+        origin(
+            &["https://app.example.com:8443"],
+            Some("https://app.example.com:8443:443")
+        ),
+        Err(OriginRejection::NotAllowed)
+    );
+}
+
 #[test]
 fn the_origin_rule_follows_the_contract() {
     let allowed = ["https://app.example.com", "http://localhost:3000"];
