@@ -476,3 +476,193 @@ pub async fn redis() -> redis::aio::MultiplexedConnection {
         .await
         .unwrap()
 }
+
+/// Where a process started by a test writes its output: stdout and stderr
+/// appended to two files, so that a test can read everything it logged.
+#[derive(Debug, Clone)]
+pub struct CapturedLogs {
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl CapturedLogs {
+    /// `<dir>/<name>.stdout.log` and `<dir>/<name>.stderr.log`.
+    pub fn new(dir: &Path, name: &str) -> Self {
+        Self {
+            stdout: dir.join(format!("{name}.stdout.log")),
+            stderr: dir.join(format!("{name}.stderr.log")),
+        }
+    }
+
+    fn stdio(&self) -> (std::process::Stdio, std::process::Stdio) {
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()))
+        };
+        (open(&self.stdout).into(), open(&self.stderr).into())
+    }
+
+    /// Everything written so far: `(file name, content)` for both files.
+    pub fn read(&self) -> Vec<(String, String)> {
+        [&self.stdout, &self.stderr]
+            .into_iter()
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let bytes = std::fs::read(path).unwrap_or_default();
+                (name, String::from_utf8_lossy(&bytes).into_owned())
+            })
+            .collect()
+    }
+}
+
+/// Waits until `GET {address}/readyz` answers 200 (10 s at most).
+pub async fn wait_until_ready(address: &str) -> bool {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        let ready = client
+            .get(format!("{address}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Sends SIGTERM and waits (up to 10 s) for the process to exit, killing
+/// it if it does not; returns whether it exited on SIGTERM by itself.
+pub async fn terminate(child: &mut std::process::Child) -> bool {
+    if child.try_wait().ok().flatten().is_some() {
+        return false;
+    }
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+impl IdentityProcess {
+    /// Like [`IdentityProcess::start`], but logging at `log_level` (a
+    /// `tracing` filter, e.g. `debug`) as JSON lines, with stdout and stderr
+    /// appended to `logs` instead of discarded.
+    pub async fn start_logged(config: &TestConfig, log_level: &str, logs: &CapturedLogs) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keysilo.toml");
+        std::fs::write(&file, &config.toml).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = free_port();
+        let (stdout, stderr) = logs.stdio();
+        let mut command = std::process::Command::new(identity_binary());
+        command
+            .args(["--config", file.to_str().unwrap(), "serve"])
+            .env_clear()
+            .envs(&config.env)
+            .env("KEYSILO_SERVER__PORT", port.to_string())
+            .env("KEYSILO_TELEMETRY__LOG_LEVEL", log_level)
+            .env("KEYSILO_TELEMETRY__LOG_FORMAT", "json")
+            .stdout(stdout)
+            .stderr(stderr);
+        let process = Self {
+            child: command.spawn().unwrap(),
+            address: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        if !wait_until_ready(&process.address).await {
+            let address = &process.address;
+            panic!(
+                "keysilo-identity did not become ready on {address}; see {}",
+                logs.stdout.display()
+            );
+        }
+        process
+    }
+}
+
+/// The `keysilo-edge` executable built next to this test binary.
+pub fn edge_binary() -> PathBuf {
+    let path = identity_binary().with_file_name("keysilo-edge");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --bins` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A `keysilo-edge` process of its own (killed when dropped), with its
+/// output captured.
+pub struct EdgeProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EdgeProcess {
+    /// Starts the binary with the TOML `config` (its `[edge]` port is
+    /// overridden) and the environment `env` only (the `KEYSILO_SECRET_*`
+    /// the configuration refers to), logging at `log_level` as JSON into
+    /// `logs`; waits until `/readyz` answers 200.
+    pub async fn start(
+        config: &str,
+        env: &BTreeMap<String, String>,
+        log_level: &str,
+        logs: &CapturedLogs,
+    ) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        std::fs::write(&file, config).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = free_port();
+        let (stdout, stderr) = logs.stdio();
+        let mut command = std::process::Command::new(edge_binary());
+        command
+            .args(["--config", file.to_str().unwrap()])
+            .env_clear()
+            .envs(env)
+            .env("KEYSILO_EDGE__PORT", port.to_string())
+            .env("KEYSILO_TELEMETRY__LOG_LEVEL", log_level)
+            .env("KEYSILO_TELEMETRY__LOG_FORMAT", "json")
+            .stdout(stdout)
+            .stderr(stderr);
+        let process = Self {
+            child: command.spawn().unwrap(),
+            address: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        if !wait_until_ready(&process.address).await {
+            let address = &process.address;
+            panic!(
+                "keysilo-edge did not become ready on {address}; see {}",
+                logs.stdout.display()
+            );
+        }
+        process
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

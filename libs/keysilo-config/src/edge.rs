@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::secret::{Secret, SecretRef};
 use crate::settings::{
-    at_most, check_http_url, positive, providers, redis_section, resolve, section,
+    at_most, check_http_url, long_enough, positive, providers, redis_section, resolve, section,
     telemetry_section,
 };
 use crate::{ConfigError, Problem, RedisSettings, TelemetrySettings};
@@ -154,6 +154,7 @@ impl EdgeSettings {
                 }
                 Some(reference) => {
                     resolve("edge.identity_api_key", Some(&reference), &providers, &mut problems)
+                        .and_then(|key| long_enough("edge.identity_api_key", key, &mut problems))
                 }
             };
             let issuer_base = issuer_base?;

@@ -579,6 +579,18 @@ pub(crate) fn check_http_url(
     raw.trim_end_matches('/').to_owned()
 }
 
+/// An API key: at least 32 characters, or a problem.
+pub(crate) fn long_enough(key: &str, secret: Secret, problems: &mut Problems) -> Option<Secret> {
+    if secret.expose().chars().count() < 32 {
+        problems.push(Problem::new(
+            key,
+            "too short: use at least 32 random characters",
+        ));
+        return None;
+    }
+    Some(secret)
+}
+
 pub(crate) fn positive(key: &str, value: u64, problems: &mut Problems) {
     if value == 0 {
         problems.push(Problem::new(key, "must be greater than 0"));
@@ -661,41 +673,25 @@ pub(crate) fn build(
     });
     let redis = redis_section(table, providers, problems);
     let admin = section::<RawAdmin>(table, "admin", problems).and_then(|raw| {
-        let Some(reference) = raw.api_key else {
+        if raw.api_key.is_none() {
             problems.push(Problem::new(
                 "admin.api_key",
                 "required: the service never runs without an admin API key; \
                  set it to a ${secret:name} reference",
             ));
-            return None;
+        }
+        // Both keys are checked, so that one pass reports every problem.
+        let key = resolve("admin.api_key", raw.api_key.as_ref(), providers, problems)
+            .and_then(|key| long_enough("admin.api_key", key, problems));
+        let edge_api_key = match raw.edge_api_key.as_ref() {
+            None => Some(None),
+            Some(reference) => resolve("admin.edge_api_key", Some(reference), providers, problems)
+                .and_then(|key| long_enough("admin.edge_api_key", key, problems))
+                .map(Some),
         };
-        let key = resolve("admin.api_key", Some(&reference), providers, problems)?;
-        if key.expose().chars().count() < 32 {
-            problems.push(Problem::new(
-                "admin.api_key",
-                "too short: use at least 32 random characters",
-            ));
-            return None;
-        }
-        let edge_api_key = resolve(
-            "admin.edge_api_key",
-            raw.edge_api_key.as_ref(),
-            providers,
-            problems,
-        );
-        if edge_api_key
-            .as_ref()
-            .is_some_and(|k| k.expose().chars().count() < 32)
-        {
-            problems.push(Problem::new(
-                "admin.edge_api_key",
-                "too short: use at least 32 random characters",
-            ));
-            return None;
-        }
         Some(AdminSettings {
-            api_key: key,
-            edge_api_key,
+            api_key: key?,
+            edge_api_key: edge_api_key?,
         })
     });
     let custody = section::<RawCustody>(table, "custody", problems)

@@ -333,3 +333,35 @@ fn tls_below_1_2_verification_without_a_ca_and_three_cas_are_refused() {
     let toml = format!("{MINIMAL}\n{base}client_auth = \"request\"\n");
     assert!(Settings::from_sources(Some(&toml), &secret_env()).is_ok());
 }
+
+#[test]
+fn short_admin_and_edge_keys_are_both_reported_in_one_pass() {
+    let toml = MINIMAL.replace(
+        "api_key = \"${secret:admin-api-key}\"",
+        "api_key = \"${secret:admin-api-key}\"\nedge_api_key = \"${secret:edge-api-key}\"",
+    );
+    let mut env = secret_env();
+    env.insert("KEYSILO_SECRET_ADMIN_API_KEY".into(), "short".into());
+    env.insert("KEYSILO_SECRET_EDGE_API_KEY".into(), "also-short".into());
+    let keys: Vec<String> = problems(Settings::from_sources(Some(&toml), &env))
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(keys, ["admin.api_key", "admin.edge_api_key"]);
+}
+
+#[test]
+fn the_edge_refuses_a_short_identity_api_key() {
+    let toml = r#"
+        [edge]
+        issuer_base = "http://127.0.0.1:8080"
+        audience = "api"
+        identity_api_key = "${secret:edge-api-key}"
+    "#;
+    let env = env(&[("KEYSILO_SECRET_EDGE_API_KEY", "sixteen-chars-ab")]);
+    let err = EdgeSettings::from_sources(Some(toml), &env).unwrap_err();
+    assert!(
+        err.0.iter().any(|p| p.key == "edge.identity_api_key"),
+        "{err}"
+    );
+}
