@@ -558,20 +558,23 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
-    /// Replaces wrapped material, each row by its own conditional statement
-    /// (only if it is still under the version it was read with), so a
-    /// rewrap never holds several row locks at once and cannot deadlock
-    /// with a rotation; returns how many rows changed.
+    /// Replaces wrapped material, each row in its own transaction with its
+    /// own `master_key.rewrapped` audit event in the key's tenant, and only
+    /// if it is still under the version it was read with. A rewrap thus
+    /// never holds several row locks at once (it cannot deadlock with a
+    /// rotation), and a crash anywhere leaves every moved key audited.
+    /// Returns how many rows changed.
     pub async fn store_rewrapped(
         &self,
         batch: &[(StoredKey, NewKey)],
-        audit: &NewAuditEvent,
+        actor: &str,
         now: SystemTime,
     ) -> Result<u64, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let mut changed = 0;
         for (old, new) in batch {
-            changed += client
+            let tx = client.transaction().await?;
+            let moved = tx
                 .execute(
                     "UPDATE signing_keys SET wrapped_private_key = $3, wrap_nonce = $4, \
                      master_key_version = $5 \
@@ -586,10 +589,21 @@ impl Store {
                     ],
                 )
                 .await?;
-        }
-        drop(client);
-        if changed > 0 {
-            self.record_audit(audit, now).await?;
+            if moved == 1 {
+                let audit = NewAuditEvent {
+                    tenant_id: Some(old.tenant_id.clone()),
+                    kind: "master_key.rewrapped",
+                    actor: actor.to_owned(),
+                    details: serde_json::json!({
+                        "kid": old.kid,
+                        "from_version": old.master_key_version,
+                        "to_version": new.master_key_version,
+                    }),
+                };
+                insert_audit(&tx, &audit, now).await?;
+            }
+            tx.commit().await?;
+            changed += moved;
         }
         Ok(changed)
     }

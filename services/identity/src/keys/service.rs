@@ -522,15 +522,9 @@ impl KeyService {
                     .collect::<Result<Vec<_>, CustodyError>>()
             })
             .await??;
-            let audit = NewAuditEvent {
-                tenant_id: None,
-                kind: "master_key.rewrapped",
-                actor: actor.to_owned(),
-                details: serde_json::json!({ "version": version, "keys": pairs.len() }),
-            };
             rewrapped += self
                 .store
-                .store_rewrapped(&pairs, &audit, clock::now())
+                .store_rewrapped(&pairs, actor, clock::now())
                 .await?;
         }
         if rewrapped > 0 {
