@@ -9,9 +9,9 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::helpers::{ADMIN_KEY, TestApp, TestConfig, create_database, redis_port, spawn_app_with};
-
-const EDGE_KEY: &str = "edge-key-0123456789-0123456789-0123456789";
+use crate::helpers::{
+    ADMIN_KEY, TestConfig, create_database, redis_port, spawn_app_with, start_edge,
+};
 
 /// The checks that make up "no 5xx and nothing the document does not
 /// declare".
@@ -53,46 +53,10 @@ async fn schemathesis(config: &Path, schema: &str, args: &[&str]) {
     println!("{schema}: {}", summary.trim());
 }
 
-async fn start_edge(identity: &TestApp) -> String {
-    let toml = format!(
-        r#"
-        [edge]
-        host = "127.0.0.1"
-        port = 0
-        issuer_base = "{issuer}"
-        identity_url = "{address}"
-        audience = "data-plane"
-        identity_api_key = "${{secret:edge-api-key}}"
-        [redis]
-        url = "redis://127.0.0.1:{redis}"
-        key_prefix = "test:{database}:"
-        timeout_seconds = 1
-        "#,
-        issuer = identity.state.settings.server.public_base_url,
-        address = identity.address,
-        redis = redis_port(),
-        database = identity.database,
-    );
-    let env = [(
-        "KEYSILO_SECRET_EDGE_API_KEY".to_owned(),
-        EDGE_KEY.to_owned(),
-    )]
-    .into();
-    let settings = keysilo_config::EdgeSettings::from_sources(Some(&toml), &env).unwrap();
-    let edge = keysilo_edge::startup::Application::build(settings)
-        .await
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", edge.port());
-    tokio::spawn(edge.run_until_stopped());
-    address
-}
-
 #[tokio::test]
 async fn both_services_answer_generated_requests_as_their_openapi_documents_say() {
     let database = create_database().await;
-    let config = TestConfig::new(&database)
-        .set("KEYSILO_ADMIN__EDGE_API_KEY", "${secret:edge-api-key}")
-        .set("KEYSILO_SECRET_EDGE_API_KEY", EDGE_KEY);
+    let config = TestConfig::new(&database).with_edge_key();
     let app = spawn_app_with(config, database).await;
     app.create_tenant("acme").await;
     let (id, secret) = app
@@ -135,7 +99,7 @@ async fn both_services_answer_generated_requests_as_their_openapi_documents_say(
         &["--include-tag", "oauth2", "-a", &basic],
     )
     .await;
-    let edge = start_edge(&app).await;
+    let edge = format!("http://{}", start_edge(&app, redis_port(), "").await);
     let bearer = format!("Authorization: Bearer {token}");
     schemathesis(&config, &format!("{edge}/openapi.json"), &["-H", &bearer]).await;
     let bearer = format!("Authorization: Bearer {ADMIN_KEY}");

@@ -4,15 +4,14 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use keysilo_config::EdgeSettings;
-use keysilo_edge::startup::Application as Edge;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::helpers::{TestApp, TestConfig, create_database, redis_port, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestConfig, create_database, redis_port, spawn_app_with, start_edge,
+};
 
-const EDGE_KEY: &str = "edge-key-0123456789-0123456789-0123456789";
 const PASSWORD: &str = "correct horse battery staple";
 
 struct World {
@@ -25,9 +24,7 @@ struct World {
 
 async fn world(ttl: u32) -> World {
     let database = create_database().await;
-    let config = TestConfig::new(&database)
-        .set("KEYSILO_ADMIN__EDGE_API_KEY", "${secret:edge-api-key}")
-        .set("KEYSILO_SECRET_EDGE_API_KEY", EDGE_KEY);
+    let config = TestConfig::new(&database).with_edge_key();
     let identity = spawn_app_with(config, database.clone()).await;
     let created = identity
         .admin_post(
@@ -60,44 +57,6 @@ async fn world(ttl: u32) -> World {
         browser,
         user,
     }
-}
-
-/// An edge in front of `identity`, using the Redis on port `redis`, with
-/// `extra` lines under `[edge]`; returns its `host:port`.
-async fn start_edge(identity: &TestApp, redis: u16, extra: &str) -> String {
-    let toml = format!(
-        r#"
-        [edge]
-        host = "127.0.0.1"
-        port = 0
-        issuer_base = "{issuer}"
-        identity_url = "{address}"
-        audience = "data-plane"
-        clock_skew_seconds = 0
-        identity_api_key = "${{secret:edge-api-key}}"
-        {extra}
-        [redis]
-        url = "redis://127.0.0.1:{redis}"
-        key_prefix = "test:{database}:"
-        timeout_seconds = 1
-        "#,
-        issuer = identity.state.settings.server.public_base_url,
-        address = identity.address,
-        database = identity.database,
-    );
-    let env = [(
-        "KEYSILO_SECRET_EDGE_API_KEY".to_owned(),
-        EDGE_KEY.to_owned(),
-    )]
-    .into();
-    let edge = Edge::build(EdgeSettings::from_sources(Some(&toml), &env).unwrap())
-        .await
-        .unwrap();
-    let address = format!("127.0.0.1:{}", edge.port());
-    tokio::spawn(edge.run_until_stopped());
-    // Give the feed a moment to take its first snapshot.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    address
 }
 
 impl World {

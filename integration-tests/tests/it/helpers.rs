@@ -16,6 +16,8 @@ pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdefghijklmnop";
 pub const MASTER_KEY_V1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// The client-secret pepper of every test app.
 pub const PEPPER: &str = "test-pepper-0123456789abcdefghijklmnopqrstuv";
+/// The edge key (`admin.edge_api_key`) of apps built `with_edge_key`.
+pub const EDGE_KEY: &str = "edge-key-0123456789-0123456789-0123456789";
 /// A second master key version, for rotation tests.
 pub const MASTER_KEY_V2: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
@@ -172,6 +174,13 @@ impl TestConfig {
                 "KEYSILO_CUSTODY__MASTER_KEYS",
                 r#"[{version = 1, key = "${secret:master-key-v1}"}, {version = 2, key = "${secret:master-key-v2}"}]"#,
             )
+    }
+
+    /// An edge key configured, so edges started by `start_edge` can read
+    /// the revocation snapshot.
+    pub fn with_edge_key(self) -> Self {
+        self.set("KEYSILO_ADMIN__EDGE_API_KEY", "${secret:edge-api-key}")
+            .set("KEYSILO_SECRET_EDGE_API_KEY", EDGE_KEY)
     }
 
     /// Overrides one setting the way an operator would, through the
@@ -665,4 +674,55 @@ impl Drop for EdgeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An edge in front of `identity` (built `with_edge_key`), using the Redis
+/// on port `redis`, with `extra` lines under `[edge]` and `sections` (e.g.
+/// `[tls]`) after the others; returns its `host:port` once its feed has
+/// had a moment to take its first snapshot.
+pub async fn start_edge_with(
+    identity: &TestApp,
+    redis: u16,
+    extra: &str,
+    sections: &str,
+) -> String {
+    let toml = format!(
+        r#"
+        [edge]
+        host = "127.0.0.1"
+        port = 0
+        issuer_base = "{issuer}"
+        identity_url = "{address}"
+        audience = "data-plane"
+        clock_skew_seconds = 0
+        identity_api_key = "${{secret:edge-api-key}}"
+        {extra}
+        [redis]
+        url = "redis://127.0.0.1:{redis}"
+        key_prefix = "test:{database}:"
+        timeout_seconds = 1
+        {sections}
+        "#,
+        issuer = identity.state.settings.server.public_base_url,
+        address = identity.address,
+        database = identity.database,
+    );
+    let env = [(
+        "KEYSILO_SECRET_EDGE_API_KEY".to_owned(),
+        EDGE_KEY.to_owned(),
+    )]
+    .into();
+    let settings = keysilo_config::EdgeSettings::from_sources(Some(&toml), &env).unwrap();
+    let edge = keysilo_edge::startup::Application::build(settings)
+        .await
+        .unwrap();
+    let address = format!("127.0.0.1:{}", edge.port());
+    tokio::spawn(edge.run_until_stopped());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    address
+}
+
+/// [`start_edge_with`] without extra sections.
+pub async fn start_edge(identity: &TestApp, redis: u16, extra: &str) -> String {
+    start_edge_with(identity, redis, extra, "").await
 }

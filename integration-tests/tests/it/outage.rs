@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, TestConfig, free_port, spawn_app_with};
+use crate::helpers::{TestApp, TestConfig, free_port, spawn_app_with, start_edge};
 
 /// The newest PostgreSQL server binaries installed.
 fn pg_bin() -> PathBuf {
@@ -377,14 +377,12 @@ async fn a_postgres_outage_keeps_client_credentials_issuing_refuses_the_rest_wit
 async fn a_redis_outage_keeps_issuing_defers_rotations_and_loses_no_revocation() {
     let mut redis = OwnRedis::start();
     let database = crate::helpers::create_database().await;
-    let edge_key = "edge-key-0123456789-0123456789-0123456789";
     let config = TestConfig::new(&database)
         .set(
             "KEYSILO_REDIS__URL",
             format!("redis://127.0.0.1:{}", redis.port),
         )
-        .set("KEYSILO_ADMIN__EDGE_API_KEY", "${secret:edge-api-key}")
-        .set("KEYSILO_SECRET_EDGE_API_KEY", edge_key)
+        .with_edge_key()
         .set("KEYSILO_KEYS__LOCK_WAIT_SECONDS", "1");
     let app = spawn_app_with(config, database.clone()).await;
     app.create_tenant("acme").await;
@@ -394,7 +392,10 @@ async fn a_redis_outage_keeps_issuing_defers_rotations_and_loses_no_revocation()
             json!({ "name": "m2m", "grant_types": ["client_credentials"], "audience": ["data-plane"] }),
         )
         .await;
-    let edge = start_edge(&app, redis.port, edge_key).await;
+    let edge = format!(
+        "http://{}",
+        start_edge(&app, redis.port, "poll_interval_seconds = 1").await
+    );
     let first = machine_token(&app, &machine).await;
     assert_eq!(edge_auth(&edge, &first).await, 200);
 
@@ -470,37 +471,6 @@ async fn a_redis_outage_keeps_issuing_defers_rotations_and_loses_no_revocation()
     .await;
     wait_for_edge(&edge, &later, 401).await;
     assert_eq!(edge_auth(&edge, &first).await, 200);
-}
-
-async fn start_edge(identity: &TestApp, redis: u16, key: &str) -> String {
-    let toml = format!(
-        r#"
-        [edge]
-        host = "127.0.0.1"
-        port = 0
-        issuer_base = "{issuer}"
-        identity_url = "{address}"
-        audience = "data-plane"
-        poll_interval_seconds = 1
-        identity_api_key = "${{secret:edge-api-key}}"
-        [redis]
-        url = "redis://127.0.0.1:{redis}"
-        key_prefix = "test:{database}:"
-        timeout_seconds = 1
-        "#,
-        issuer = identity.state.settings.server.public_base_url,
-        address = identity.address,
-        database = identity.database,
-    );
-    let env = [("KEYSILO_SECRET_EDGE_API_KEY".to_owned(), key.to_owned())].into();
-    let settings = keysilo_config::EdgeSettings::from_sources(Some(&toml), &env).unwrap();
-    let edge = keysilo_edge::startup::Application::build(settings)
-        .await
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", edge.port());
-    tokio::spawn(edge.run_until_stopped());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    address
 }
 
 async fn machine_token(app: &TestApp, machine: &(String, String)) -> String {

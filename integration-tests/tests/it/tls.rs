@@ -7,16 +7,12 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keysilo_config::EdgeSettings;
-use keysilo_edge::startup::Application as Edge;
 use keysilo_identity::startup::Application;
 use keysilo_tls::certs::{self, GenerateOptions};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
 use serde_json::json;
 
-use crate::helpers::{TestApp, TestConfig, create_database, redis_port};
-
-const EDGE_KEY: &str = "edge-key-0123456789-0123456789-0123456789";
+use crate::helpers::{TestApp, TestConfig, create_database, redis_port, start_edge_with};
 
 /// A development CA with a server certificate and client certificates.
 struct Pki {
@@ -102,9 +98,7 @@ async fn spawn_tls(
     min_version: &str,
 ) -> (TestApp, u16) {
     let database = create_database().await;
-    let mut config = TestConfig::new(&database)
-        .set("KEYSILO_ADMIN__EDGE_API_KEY", "${secret:edge-api-key}")
-        .set("KEYSILO_SECRET_EDGE_API_KEY", EDGE_KEY);
+    let mut config = TestConfig::new(&database).with_edge_key();
     config
         .toml
         .push_str(&tls_section(pki, client_auth, cas, min_version));
@@ -414,41 +408,13 @@ async fn each_client_certificate_mode_admits_what_it_should() {
     }
 }
 
-async fn start_edge(identity: &TestApp, pki: &Pki) -> u16 {
-    let toml = format!(
-        r#"
-        [edge]
-        host = "127.0.0.1"
-        port = 0
-        issuer_base = "{issuer}"
-        identity_url = "{address}"
-        identity_ca_file = {ca:?}
-        audience = "data-plane"
-        identity_api_key = "${{secret:edge-api-key}}"
-        [redis]
-        url = "redis://127.0.0.1:{redis}"
-        key_prefix = "test:{database}:"
-        timeout_seconds = 1
-        {tls}
-        "#,
-        issuer = identity.state.settings.server.public_base_url,
-        address = identity.address,
-        ca = pki.path("ca.crt").display().to_string(),
-        redis = redis_port(),
-        database = identity.database,
-        tls = tls_section(pki, "request", &[&pki.path("ca.crt")], "1.3"),
-    );
-    let env = [(
-        "KEYSILO_SECRET_EDGE_API_KEY".to_owned(),
-        EDGE_KEY.to_owned(),
-    )]
-    .into();
-    let edge = Edge::build(EdgeSettings::from_sources(Some(&toml), &env).unwrap())
-        .await
-        .unwrap();
-    let port = edge.port();
-    tokio::spawn(edge.run_until_stopped());
-    port
+/// An edge over TLS (`request` mode) in front of `identity`; its port.
+async fn start_tls_edge(identity: &TestApp, pki: &Pki) -> u16 {
+    let ca = pki.path("ca.crt");
+    let extra = format!("identity_ca_file = {:?}", ca.display().to_string());
+    let tls = tls_section(pki, "request", &[&ca], "1.3");
+    let address = start_edge_with(identity, redis_port(), &extra, &tls).await;
+    address.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 #[tokio::test]
@@ -559,7 +525,7 @@ async fn a_tls_client_auth_client_gets_a_bound_token_that_the_edge_enforces() {
     assert_eq!(introspected["cnf"]["x5t#S256"], thumbprint.as_str());
 
     // The edge takes the token only with the same certificate.
-    let edge = start_edge(&app, &pki).await;
+    let edge = start_tls_edge(&app, &pki).await;
     let auth = |http: reqwest::Client| {
         let token = token.clone();
         async move {
