@@ -232,8 +232,13 @@ impl fmt::Display for DistinguishedName {
                 if escape {
                     f.write_str("\\")?;
                 }
-                if c == '\0' {
-                    f.write_str("\\00")?;
+                if c.is_control() {
+                    // As hex pairs (RFC 4514 §2.4), so the string stays
+                    // printable and parses back to the same name.
+                    let mut utf8 = [0u8; 4];
+                    for byte in c.encode_utf8(&mut utf8).bytes() {
+                        write!(f, "\\{byte:02X}")?;
+                    }
                 } else {
                     write!(f, "{c}")?;
                 }
@@ -285,6 +290,25 @@ mod tests {
         ] {
             assert!(DistinguishedName::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Found by `fuzz/fuzz_targets/json.rs`: an escaped control character
+    /// was written back raw, so the stored form of an accepted
+    /// `tls_client_auth_subject_dn` no longer parsed when the client came to
+    /// authenticate, and the client could never authenticate.
+    #[test]
+    fn control_characters_are_written_as_hex_pairs_and_read_back() {
+        let dn = DistinguishedName::parse("CN=w\\1Cr 7,O=a\\0Ab\\C2\\80,OU=\\00x").unwrap();
+        let text = dn.to_string();
+        assert_eq!(text, "CN=w\\1Cr 7,O=a\\0Ab\\C2\\80,OU=\\00x");
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(DistinguishedName::parse(&text).unwrap().matches(&dn));
+
+        let registered =
+            crate::CertificateMatch::parse("tls_client_auth_subject_dn", "CN=w\\1Cr 7").unwrap();
+        let stored = registered.value();
+        assert_eq!(stored, "CN=w\\1Cr 7");
+        assert!(crate::CertificateMatch::parse(registered.parameter(), &stored).is_ok());
     }
 
     #[test]

@@ -148,7 +148,15 @@ impl CertificateMatch {
             return Err(MatchError::Invalid("certificate match value"));
         }
         match parameter {
-            "tls_client_auth_subject_dn" => Ok(Self::SubjectDn(DistinguishedName::parse(value)?)),
+            "tls_client_auth_subject_dn" => {
+                let dn = DistinguishedName::parse(value)?;
+                // Its stored (canonical) form must parse again when the
+                // client authenticates: `E=` is written `emailAddress=`.
+                if dn.to_string().len() > 1024 {
+                    return Err(MatchError::Invalid("subject DN: over 1024 bytes as stored"));
+                }
+                Ok(Self::SubjectDn(dn))
+            }
             "tls_client_auth_san_dns" => Ok(Self::SanDns(value.to_ascii_lowercase())),
             "tls_client_auth_san_uri" => Ok(Self::SanUri(value.to_owned())),
             "tls_client_auth_san_ip" => value
@@ -290,5 +298,9 @@ mod tests {
         assert!(CertificateMatch::parse("tls_client_auth_subject_dn", "CN").is_err());
         assert!(CertificateMatch::parse("tls_client_auth_san_email", "no-at").is_err());
         assert!(CertificateMatch::parse("self_signed", "x").is_err());
+        // Accepted only if the stored form parses back (`E=` grows).
+        let long = vec!["E=a@b"; 160].join(",");
+        assert!(long.len() <= 1024);
+        assert!(CertificateMatch::parse("tls_client_auth_subject_dn", &long).is_err());
     }
 }
