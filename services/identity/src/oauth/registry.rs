@@ -133,6 +133,14 @@ impl NewClient {
         })
     }
 
+    /// The certificate a `tls_client_auth` registration names.
+    pub fn certificate(&self) -> Option<&CertificateMatch> {
+        match &self.authentication {
+            ClientAuthentication::Certificate(certificate) => Some(certificate),
+            ClientAuthentication::Secret => None,
+        }
+    }
+
     /// Applies RFC 7591/8705 registration metadata: `method` is the
     /// `token_endpoint_auth_method` (a secret when omitted), `certificate`
     /// the `tls_client_auth_*` parameters given (exactly one for

@@ -46,6 +46,34 @@ pub struct CreateClient {
     tls_client_certificate_bound_access_tokens: Option<bool>,
 }
 
+impl CreateClient {
+    /// The registration this body describes, validated as the route does
+    /// (also what `fuzz/fuzz_targets/json.rs` drives).
+    pub fn validate(self) -> Result<NewClient, ApiError> {
+        NewClient::parse(
+            &self.name,
+            self.grant_types,
+            self.scopes,
+            self.audience,
+            self.allowed_origins,
+        )?
+        .authenticated_by(
+            self.token_endpoint_auth_method.as_deref(),
+            &[
+                (
+                    "tls_client_auth_subject_dn",
+                    self.tls_client_auth_subject_dn,
+                ),
+                ("tls_client_auth_san_dns", self.tls_client_auth_san_dns),
+                ("tls_client_auth_san_uri", self.tls_client_auth_san_uri),
+                ("tls_client_auth_san_ip", self.tls_client_auth_san_ip),
+                ("tls_client_auth_san_email", self.tls_client_auth_san_email),
+            ],
+            self.tls_client_certificate_bound_access_tokens,
+        )
+    }
+}
+
 fn internal(err: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Unexpected(err.into())
 }
@@ -76,27 +104,8 @@ pub async fn post_client(
     let tenant = tenant_in_path(&path)?;
     let actor = authorize_tenant(&state, &caller, &tenant).await?;
     let body = body.into_inner();
-    let new = NewClient::parse(
-        &body.name,
-        body.grant_types,
-        body.scopes,
-        body.audience,
-        body.allowed_origins,
-    )?
-    .authenticated_by(
-        body.token_endpoint_auth_method.as_deref(),
-        &[
-            (
-                "tls_client_auth_subject_dn",
-                body.tls_client_auth_subject_dn,
-            ),
-            ("tls_client_auth_san_dns", body.tls_client_auth_san_dns),
-            ("tls_client_auth_san_uri", body.tls_client_auth_san_uri),
-            ("tls_client_auth_san_ip", body.tls_client_auth_san_ip),
-            ("tls_client_auth_san_email", body.tls_client_auth_san_email),
-        ],
-        body.tls_client_certificate_bound_access_tokens,
-    )?;
+    let method = body.token_endpoint_auth_method.clone();
+    let new = body.validate()?;
     live_tenant(&state, &tenant).await?;
     let (record, secret) = registry(&state)
         .create_client(&tenant, new, &actor.name())
@@ -118,7 +127,7 @@ pub async fn post_client(
                 members.insert("client_secret".into(), secret.as_str().into());
                 members.insert(
                     "token_endpoint_auth_method".into(),
-                    body.token_endpoint_auth_method
+                    method
                         .unwrap_or_else(|| "client_secret_basic".into())
                         .into(),
                 );
@@ -275,6 +284,13 @@ pub struct CreateUser {
     roles: Vec<String>,
 }
 
+impl CreateUser {
+    /// The user this body describes, validated as the route does.
+    pub fn validate(self) -> Result<NewUser, ApiError> {
+        NewUser::parse(&self.username, Zeroizing::new(self.password), self.roles)
+    }
+}
+
 impl std::fmt::Debug for CreateUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CreateUser")
@@ -293,11 +309,9 @@ pub async fn post_user(
     path: web::Path<String>,
     body: web::Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let password = Zeroizing::new(body.password);
     let tenant = tenant_in_path(&path)?;
     let actor = authorize_tenant(&state, &caller, &tenant).await?;
-    let new = NewUser::parse(&body.username, password, body.roles)?;
+    let new = body.into_inner().validate()?;
     live_tenant(&state, &tenant).await?;
     let record = registry(&state)
         .create_user(&tenant, new, &actor.name())

@@ -12,8 +12,10 @@ mod well_known;
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 
+pub use clients::{CreateClient, CreateUser};
 pub use health::{get_healthz, get_metrics, get_readyz};
 pub use keys::master_key_status;
+pub use tenants::{CreateTenant, NewTenant};
 
 /// Largest admin JSON body accepted.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;

@@ -54,16 +54,18 @@ pub fn tenant_in_path(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|_| ApiError::NotFound)
 }
 
-struct NewTenant {
+/// A validated tenant.
+#[derive(Debug)]
+pub struct NewTenant {
     id: TenantId,
     display_name: String,
     token_ttl_seconds: i32,
 }
 
-impl TryFrom<CreateTenant> for NewTenant {
-    type Error = ApiError;
-
-    fn try_from(body: CreateTenant) -> Result<Self, Self::Error> {
+impl CreateTenant {
+    /// The tenant this body describes, validated as the route does.
+    pub fn validate(self) -> Result<NewTenant, ApiError> {
+        let body = self;
         let id = TenantId::parse(&body.id).map_err(|err| match err {
             IdError::Reserved(_) => ApiError::BadRequest(format!("tenant id: {err}")),
             _ => ApiError::BadRequest(format!("{err}")),
@@ -84,7 +86,7 @@ impl TryFrom<CreateTenant> for NewTenant {
             .ok_or_else(|| {
                 ApiError::BadRequest("token_ttl_seconds must be between 5 and 86400".into())
             })?;
-        Ok(Self {
+        Ok(NewTenant {
             id,
             display_name,
             token_ttl_seconds,
@@ -99,7 +101,7 @@ pub async fn post_tenant(
     state: web::Data<AppState>,
     body: web::Json<CreateTenant>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = NewTenant::try_from(body.into_inner())?;
+    let new = body.into_inner().validate()?;
     let tenant = state
         .keys
         .create_tenant(
