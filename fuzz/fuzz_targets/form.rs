@@ -1,9 +1,9 @@
 //! The OAuth2 endpoints' form handling: the input is an `Authorization`
 //! header value, a newline, then the `application/x-www-form-urlencoded`
 //! body (no newline: the body alone, no header). The body goes through
-//! `grants::parse_form`, the header and parameters through
-//! `grants::client_credentials` on a request built with actix's
-//! `TestRequest`, then `scope::parse` and `grants::plain` as the grants
+//! `routes::form::parse_form`, the header and parameters through
+//! `routes::form::client_credentials` on a request built with actix's
+//! `TestRequest`, then `scope::parse` and `request::plain` as the grants
 //! use them, and errors are rendered as responses.
 //!
 //! Invariants: no panic; a parsed form has no empty value and survives
@@ -18,7 +18,8 @@ use actix_web::http::header::HeaderValue;
 use actix_web::test::TestRequest;
 use keysilo_identity::error::ApiError;
 use keysilo_identity::oauth::OAuthError;
-use keysilo_identity::oauth::grants::{client_credentials, parse_form, plain, require_form};
+use keysilo_identity::oauth::request::plain;
+use keysilo_identity::routes::form::{client_credentials, parse_form, require_form};
 use keysilo_identity::oauth::scope;
 use libfuzzer_sys::fuzz_target;
 

@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
     match serde_json::from_slice::<CreateTenant>(data) {
         Ok(body) => {
             if let Err(err) = body.validate() {
-                refused(err);
+                refused(err.into());
             }
         }
         Err(err) => refused_body(err),
@@ -99,14 +99,14 @@ fuzz_target!(|data: &[u8]| {
                     stored_registration_reparses(certificate);
                 }
             }
-            Err(err) => refused(err),
+            Err(err) => refused(err.into()),
         },
         Err(err) => refused_body(err),
     }
     match serde_json::from_slice::<CreateUser>(data) {
         Ok(body) => {
             if let Err(err) = body.validate() {
-                refused(err);
+                refused(err.into());
             }
         }
         Err(err) => refused_body(err),

@@ -8,8 +8,8 @@
 
 use std::sync::LazyLock;
 
-use keysilo_custody::{GeneratedKey, SigningKey, generate_rsa_key};
-use keysilo_tokens::{Expectations, KeySet};
+use keysilo_custody::{GeneratedKey, generate_rsa_key};
+use keysilo_tokens::{Expectations, KeySet, SigningKey};
 use keysilo_types::Kid;
 
 /// The key id the fuzzing key is published under (seeds use it).
@@ -29,7 +29,7 @@ static KEY: LazyLock<GeneratedKey> =
     LazyLock::new(|| generate_rsa_key().expect("generate the fuzzing RSA key"));
 
 static SIGNING: LazyLock<SigningKey> =
-    LazyLock::new(|| SigningKey::new(kid(), &KEY.private).expect("a signer for the fuzzing key"));
+    LazyLock::new(|| SigningKey::from_der(kid(), KEY.private.as_der()).expect("a signer for the fuzzing key"));
 
 static KEYS: LazyLock<KeySet> = LazyLock::new(|| {
     KeySet::from_jwks(&[KEY.public.to_jwk(&kid())]).expect("a key set of the fuzzing key")

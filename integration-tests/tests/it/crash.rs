@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt as _;
-use keysilo_custody::{MasterKey, MasterKeyRing, SigningKey, WrappedKey};
+use keysilo_custody::{MasterKey, MasterKeyRing, WrappedKey};
+use keysilo_tokens::SigningKey;
 use keysilo_types::{Kid, TenantId};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_KEY, IdentityProcess, MASTER_KEY_V1, MASTER_KEY_V2, PEPPER, TestConfig, create_database,
-    db_password, pg_port,
+    ADMIN_KEY, Api, IdentityProcess, MASTER_KEY_V1, MASTER_KEY_V2, PEPPER, TestConfig,
+    create_database, db_password, pg_port,
 };
 
 /// Generous on purpose: only a hung request ever reaches it.
@@ -67,14 +68,9 @@ async fn count(sql: &tokio_postgres::Client, query: &str) -> i64 {
     sql.query_one(query, &[]).await.unwrap().get(0)
 }
 
-fn admin(
-    http: &reqwest::Client,
-    method: Method,
-    address: &str,
-    path: &str,
-) -> reqwest::RequestBuilder {
-    http.request(method, format!("{address}/admin/v1{path}"))
-        .bearer_auth(ADMIN_KEY)
+/// The test's API client of `address`, over `http` (with its timeout).
+fn api(http: &reqwest::Client, address: &str) -> Api {
+    Api::new(address, http.clone())
 }
 
 /// What a client saw of one request.
@@ -257,72 +253,6 @@ async fn sigkill_at(
     when
 }
 
-async fn create_tenant(http: &reqwest::Client, address: &str, id: &str) {
-    let response = admin(http, Method::POST, address, "/tenants")
-        .json(&json!({ "id": id, "display_name": format!("Tenant {id}") }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    assert_eq!(status, 201, "{}", response.text().await.unwrap());
-}
-
-/// Registers a client; returns `(client_id, client_secret)`.
-async fn create_client(
-    http: &reqwest::Client,
-    address: &str,
-    tenant: &str,
-    grant_types: &[&str],
-) -> (String, String) {
-    let response = admin(
-        http,
-        Method::POST,
-        address,
-        &format!("/tenants/{tenant}/clients"),
-    )
-    .json(&json!({ "name": "crash", "grant_types": grant_types, "scopes": ["read"] }))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    (
-        body["client_id"].as_str().unwrap().to_owned(),
-        body["client_secret"].as_str().unwrap().to_owned(),
-    )
-}
-
-async fn create_user(http: &reqwest::Client, address: &str, tenant: &str, username: &str) {
-    let response = admin(
-        http,
-        Method::POST,
-        address,
-        &format!("/tenants/{tenant}/users"),
-    )
-    .json(&json!({ "username": username, "password": PASSWORD, "roles": [] }))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 201);
-}
-
-async fn rotate(http: &reqwest::Client, address: &str, tenant: &str) -> Value {
-    let response = admin(
-        http,
-        Method::POST,
-        address,
-        &format!("/tenants/{tenant}/keys/rotate"),
-    )
-    .json(&json!({}))
-    .send()
-    .await
-    .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "rotation of {tenant} failed: {body}");
-    body
-}
-
 /// A `client_credentials` request; the status and body.
 async fn client_credentials(
     http: &reqwest::Client,
@@ -390,7 +320,7 @@ async fn assert_every_key_readable(sql: &tokio_postgres::Client) -> usize {
             .unwrap_or_else(|err| {
                 panic!("key {tenant}/{kid} (master key v{version}) is unreadable: {err}")
             });
-        let signature = SigningKey::new(kid_value, &private)
+        let signature = SigningKey::from_der(kid_value, private.as_der())
             .unwrap()
             .sign(PROBE)
             .unwrap();
@@ -596,8 +526,8 @@ async fn a_replica_killed_during_concurrent_key_rotations_restarts_with_one_read
     let tenants = ["spin-a", "spin-b", "spin-c"];
     let mut clients = BTreeMap::new();
     for tenant in tenants {
-        create_tenant(&http, &replica.address, tenant).await;
-        let client = create_client(&http, &replica.address, tenant, &["client_credentials"]).await;
+        api(&http, &replica.address).create_tenant(tenant).await;
+        let client = api(&http, &replica.address).create_client(tenant, json!({ "name": "crash", "grant_types": &["client_credentials"], "scopes": ["read"] })).await;
         clients.insert(tenant.to_owned(), client);
     }
 
@@ -683,7 +613,7 @@ async fn a_replica_killed_during_concurrent_key_rotations_restarts_with_one_read
 
     // The restarted replica rotates as usual (a dead holder's lock expires).
     for tenant in tenants {
-        let body = rotate(&http, &replica.address, tenant).await;
+        let body = api(&http, &replica.address).rotate_answer(tenant).await;
         acknowledged.push((tenant.to_owned(), body));
     }
     check_rotations(&db, &http, &replica.address, &clients, &acknowledged).await;
@@ -711,7 +641,8 @@ async fn check_wrapped_keys(
     for (tenant, client) in clients {
         assert_signs_verifiable_tokens(http, address, tenant, client, &active[tenant]).await;
     }
-    let response = admin(http, Method::GET, address, "/master-key")
+    let response = api(http, address)
+        .admin(Method::GET, "/master-key")
         .send()
         .await
         .unwrap();
@@ -778,18 +709,19 @@ async fn a_replica_killed_mid_rewrap_leaves_every_key_readable_and_a_second_rewr
             let replica = IdentityProcess::start(&under(1)).await;
             if round == 0 {
                 for tenant in &tenants {
-                    create_tenant(&http, &replica.address, tenant).await;
+                    api(&http, &replica.address).create_tenant(tenant).await;
                     let client =
-                        create_client(&http, &replica.address, tenant, &["client_credentials"])
+                        api(&http, &replica.address).create_client(tenant, json!({ "name": "crash", "grant_types": &["client_credentials"], "scopes": ["read"] }))
                             .await;
                     clients.insert(tenant.clone(), client);
                 }
             }
             let twice = if round == 0 { tenants.len() } else { 0 };
+            let replica_api = api(&http, &replica.address);
             let rotations = tenants
                 .iter()
                 .chain(&tenants[..twice])
-                .map(|tenant| rotate(&http, &replica.address, tenant));
+                .map(|tenant| replica_api.rotate_answer(tenant));
             futures_util::future::join_all(rotations).await;
         }
         let (total, v1, v2) = (
@@ -815,7 +747,7 @@ async fn a_replica_killed_mid_rewrap_leaves_every_key_readable_and_a_second_rewr
         let mut storm = Storm::new();
         for _ in 0..3 {
             let (http, stop) = (http.clone(), storm.stop_flag());
-            let request = admin(&http, Method::POST, &replica.address, "/master-key/rewrap");
+            let request = api(&http, &replica.address).admin(Method::POST, "/master-key/rewrap");
             storm.spawn(async move {
                 let mut seen = Vec::new();
                 while !stop.load(Ordering::SeqCst) {
@@ -866,7 +798,8 @@ async fn a_replica_killed_mid_rewrap_leaves_every_key_readable_and_a_second_rewr
             mid_way += 1;
         }
         // A second rewrap finishes the move, exactly.
-        let response = admin(&http, Method::POST, &replica.address, "/master-key/rewrap")
+        let response = api(&http, &replica.address)
+            .admin(Method::POST, "/master-key/rewrap")
             .send()
             .await
             .unwrap();
@@ -898,15 +831,15 @@ async fn every_key_a_killed_rewrap_moved_is_audited() {
     {
         let replica = IdentityProcess::start(&under(1)).await;
         for tenant in ["audit-a", "audit-b"] {
-            create_tenant(&http, &replica.address, tenant).await;
-            rotate(&http, &replica.address, tenant).await;
+            api(&http, &replica.address).create_tenant(tenant).await;
+            api(&http, &replica.address).rotate_answer(tenant).await;
         }
     }
     const V2: &str = "SELECT count(*) FROM signing_keys WHERE master_key_version = 2";
     let blocker = sql(&database).await;
     stall_rewrap_after(&blocker, 2).await;
     let replica = IdentityProcess::start(&under(2)).await;
-    let rewrap = admin(&http, Method::POST, &replica.address, "/master-key/rewrap");
+    let rewrap = api(&http, &replica.address).admin(Method::POST, "/master-key/rewrap");
     let request = tokio::spawn(send(rewrap));
     let moment = Moment::Progress {
         query: V2,
@@ -1328,18 +1261,15 @@ async fn a_replica_killed_during_concurrent_refresh_token_redemptions_leaves_one
     let config = TestConfig::new(&database);
     let (http, db) = (http(), sql(&database).await);
     let mut replica = IdentityProcess::start(&config).await;
-    create_tenant(&http, &replica.address, "acme").await;
-    let (id, secret) = create_client(
-        &http,
-        &replica.address,
-        "acme",
-        &["password", "refresh_token"],
-    )
+    api(&http, &replica.address).create_tenant("acme").await;
+    let (id, secret) = api(&http, &replica.address).create_client("acme", json!({ "name": "crash", "grant_types": &["password", "refresh_token"], "scopes": ["read"] }))
     .await;
     let mut drivers = Vec::new();
     for i in 0..6 {
         let user = format!("user-{i}");
-        create_user(&http, &replica.address, "acme", &user).await;
+        api(&http, &replica.address)
+            .create_user("acme", &user, PASSWORD, &[])
+            .await;
         drivers.push(Driver::new(user));
     }
 
@@ -1590,10 +1520,14 @@ async fn a_replica_killed_during_concurrent_client_secret_rotations_leaves_a_who
     let config = TestConfig::new(&database);
     let (http, db) = (http(), sql(&database).await);
     let mut replica = IdentityProcess::start(&config).await;
-    create_tenant(&http, &replica.address, "acme").await;
+    api(&http, &replica.address).create_tenant("acme").await;
     let started = Instant::now();
-    let (client_id, secret) =
-        create_client(&http, &replica.address, "acme", &["client_credentials"]).await;
+    let (client_id, secret) = api(&http, &replica.address)
+        .create_client(
+            "acme",
+            json!({ "name": "crash", "grant_types": &["client_credentials"], "scopes": ["read"] }),
+        )
+        .await;
     let mut issued = vec![Issued::new(&secret, started)];
     let mut lost = 0;
 
@@ -1615,10 +1549,8 @@ async fn a_replica_killed_during_concurrent_client_secret_rotations_leaves_a_who
         let mut storm = Storm::new();
         for _ in 0..4 {
             let (http, stop) = (http.clone(), storm.stop_flag());
-            let request = admin(
-                &http,
+            let request = api(&http, &replica.address).admin(
                 Method::POST,
-                &replica.address,
                 &format!("/tenants/acme/clients/{client_id}/secret"),
             );
             storm.spawn(async move {
@@ -1658,15 +1590,14 @@ async fn a_replica_killed_during_concurrent_client_secret_rotations_leaves_a_who
         // The restarted replica rotates as usual: the new secret works, the
         // one it replaced keeps working, the one before that no longer does.
         let sent = Instant::now();
-        let response = admin(
-            &http,
-            Method::POST,
-            &replica.address,
-            &format!("/tenants/acme/clients/{client_id}/secret"),
-        )
-        .send()
-        .await
-        .unwrap();
+        let response = api(&http, &replica.address)
+            .admin(
+                Method::POST,
+                &format!("/tenants/acme/clients/{client_id}/secret"),
+            )
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         issued.push(Issued::new(body["client_secret"].as_str().unwrap(), sent));

@@ -3,10 +3,14 @@
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use keysilo_coord::Received;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{ADMIN_KEY, MASTER_KEY_V2, TestConfig, create_database, spawn_app_with};
+use crate::helpers::{
+    ADMIN_KEY, MASTER_KEY_V2, TestConfig, create_database, redis, redis_port, spawn_app_with,
+    start_edge,
+};
 
 #[tokio::test]
 async fn every_audited_change_is_published_on_redis_without_secrets() {
@@ -38,11 +42,14 @@ async fn every_audited_change_is_published_on_redis_without_secrets() {
 
     let mut kinds = Vec::new();
     while kinds.len() < 5 {
-        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        let received = tokio::time::timeout(Duration::from_secs(5), events.next())
             .await
             .expect("an event within 5 s")
             .unwrap();
-        kinds.push(event.kind);
+        let Received::Event(envelope) = received else {
+            panic!("an event this build does not understand: {received:?}");
+        };
+        kinds.push(envelope.event.kind());
     }
     assert_eq!(
         kinds,
@@ -132,4 +139,53 @@ async fn edges_can_resynchronise_from_a_revocation_snapshot() {
     assert_eq!(snapshot["kids"], json!([["acme", kid]]));
     assert_eq!(snapshot["clients"], json!([["acme", client]]));
     assert!(snapshot["generated_at"].as_u64().unwrap() > 0);
+}
+
+/// The value of the counter `name` in a Prometheus text page.
+fn counter(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn an_event_neither_service_understands_is_counted_by_both() {
+    let database = create_database().await;
+    let app = spawn_app_with(TestConfig::new(&database).with_edge_key(), database).await;
+    let edge = start_edge(&app, redis_port(), "").await;
+    let mut redis = redis().await;
+    let channel = app.state.coord.key("events");
+    let http = reqwest::Client::new();
+
+    // Published until both have counted one: the subscribers may still be
+    // connecting when the first goes out.
+    let mut counted = (0.0, 0.0);
+    for _ in 0..50 {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(r#"{"v":1,"kind":"key.vanished","tenant":"acme"}"#)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let identity = app.get("/metrics").await.text().await.unwrap();
+        let edge_page = http
+            .get(format!("http://{edge}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        counted = (
+            counter(&identity, "keysilo_unknown_events_total"),
+            counter(&edge_page, "keysilo_edge_unknown_events_total"),
+        );
+        if counted.0 >= 1.0 && counted.1 >= 1.0 {
+            break;
+        }
+    }
+
+    assert!(counted.0 >= 1.0, "the identity service did not count it");
+    assert!(counted.1 >= 1.0, "the edge did not count it");
 }

@@ -195,15 +195,25 @@ impl TestConfig {
     }
 }
 
-/// A running identity service.
-pub struct TestApp {
+/// The one HTTP client of the tests for an identity service at `address`,
+/// in-process ([`TestApp`] derefs to it) or a binary ([`IdentityProcess`]
+/// does too): the admin API with the platform key, the OAuth2 endpoints,
+/// the public documents.
+#[derive(Clone)]
+pub struct Api {
     pub address: String,
-    pub database: String,
     pub client: reqwest::Client,
-    pub state: AppState,
 }
 
-impl TestApp {
+impl Api {
+    /// A client of the service at `address`, over `client`.
+    pub fn new(address: impl Into<String>, client: reqwest::Client) -> Self {
+        Self {
+            address: address.into(),
+            client,
+        }
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
@@ -341,18 +351,43 @@ impl TestApp {
             .collect()
     }
 
+    /// An emergency rotation; returns the new kid.
     pub async fn rotate(&self, tenant: &str) -> String {
+        let body = self.rotate_answer(tenant).await;
+        body["kid"].as_str().unwrap().to_owned()
+    }
+
+    /// An emergency rotation; returns the answer.
+    pub async fn rotate_answer(&self, tenant: &str) -> serde_json::Value {
         let response = self
             .admin_post(
                 &format!("/tenants/{tenant}/keys/rotate"),
                 serde_json::json!({}),
             )
             .await;
-        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap();
-        body["kid"].as_str().unwrap().to_owned()
+        assert_eq!(status, 200, "rotation of {tenant} failed: {body}");
+        body
     }
+}
 
+/// A running identity service, in this process.
+pub struct TestApp {
+    pub api: Api,
+    pub database: String,
+    pub state: AppState,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestApp {
     /// The kid this replica signs with for `tenant`, if any.
     pub async fn signing_kid(&self, tenant: &str) -> Option<String> {
         let id = keysilo_types::TenantId::parse(tenant).unwrap();
@@ -390,9 +425,8 @@ pub async fn spawn_app_with(config: TestConfig, database: String) -> TestApp {
     let state = application.state().clone();
     tokio::spawn(application.run_until_stopped());
     TestApp {
-        address,
+        api: Api::new(address, reqwest::Client::new()),
         database,
-        client: reqwest::Client::new(),
         state,
     }
 }
@@ -417,8 +451,16 @@ pub fn identity_binary() -> PathBuf {
 /// A `keysilo-identity serve` process of its own (killed when dropped).
 pub struct IdentityProcess {
     pub child: std::process::Child,
-    pub address: String,
+    pub api: Api,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for IdentityProcess {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl IdentityProcess {
@@ -444,7 +486,7 @@ impl IdentityProcess {
         // becomes ready.
         let process = Self {
             child: command.spawn().unwrap(),
-            address: format!("http://127.0.0.1:{port}"),
+            api: Api::new(format!("http://127.0.0.1:{port}"), reqwest::Client::new()),
             _dir: dir,
         };
         let client = reqwest::Client::new();
@@ -461,12 +503,6 @@ impl IdentityProcess {
         }
         let address = &process.address;
         panic!("keysilo-identity did not become ready on {address}");
-    }
-
-    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
-            .request(method, format!("{}/admin/v1{path}", self.address))
-            .bearer_auth(ADMIN_KEY)
     }
 }
 
@@ -590,7 +626,7 @@ impl IdentityProcess {
             .stderr(stderr);
         let process = Self {
             child: command.spawn().unwrap(),
-            address: format!("http://127.0.0.1:{port}"),
+            api: Api::new(format!("http://127.0.0.1:{port}"), reqwest::Client::new()),
             _dir: dir,
         };
         if !wait_until_ready(&process.address).await {

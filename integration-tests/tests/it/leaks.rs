@@ -25,8 +25,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::helpers::{
-    ADMIN_KEY, CapturedLogs, EdgeProcess, IdentityProcess, MASTER_KEY_V1, MASTER_KEY_V2, PEPPER,
-    TestConfig, create_database, db_password, pg_port, redis_port, terminate,
+    ADMIN_KEY, Api, CapturedLogs, EdgeProcess, IdentityProcess, MASTER_KEY_V1, MASTER_KEY_V2,
+    PEPPER, TestConfig, create_database, db_password, pg_port, redis_port, terminate,
 };
 
 const EDGE_KEY: &str = "leaks-edge-key-0123456789-0123456789-abcdef";
@@ -529,11 +529,10 @@ impl Flows {
         format!("{}{path}", self.identity)
     }
 
+    /// An admin request, built by the tests' one API client and sent
+    /// (recorded) through the wire.
     fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.wire
-            .client
-            .request(method, self.url(&format!("/admin/v1{path}")))
-            .bearer_auth(ADMIN_KEY)
+        Api::new(&self.identity, self.wire.client.clone()).admin(method, path)
     }
 
     async fn admin_json(&self, what: &str, method: Method, path: &str, body: Value) -> Reply {

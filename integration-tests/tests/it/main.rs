@@ -14,6 +14,7 @@ mod helpers;
 
 mod abuse;
 mod api_property;
+mod architecture;
 mod binary;
 mod compat;
 mod crash;

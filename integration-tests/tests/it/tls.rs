@@ -12,7 +12,7 @@ use keysilo_tls::certs::{self, GenerateOptions};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
 use serde_json::json;
 
-use crate::helpers::{TestApp, TestConfig, create_database, redis_port, start_edge_with};
+use crate::helpers::{Api, TestApp, TestConfig, create_database, redis_port, start_edge_with};
 
 /// A development CA with a server certificate and client certificates.
 struct Pki {
@@ -107,9 +107,8 @@ async fn spawn_tls(
     let state = application.state().clone();
     tokio::spawn(application.run_until_stopped());
     let app = TestApp {
-        address: format!("https://127.0.0.1:{port}"),
+        api: Api::new(format!("https://127.0.0.1:{port}"), pki.http(None)),
         database,
-        client: pki.http(None),
         state,
     };
     (app, port)
@@ -366,7 +365,7 @@ async fn each_client_certificate_mode_admits_what_it_should() {
     ];
     for (mode, expected) in cases {
         let (mut app, _) = spawn_tls(&pki, mode, &[&ca], "1.3").await;
-        app.client = pki.http(Some((&pki, "machine-1")));
+        app.api.client = pki.http(Some((&pki, "machine-1")));
         app.create_tenant("acme").await;
         let client = certificate_client(
             &app,
@@ -390,7 +389,7 @@ async fn each_client_certificate_mode_admits_what_it_should() {
     let third = Pki::new(&["machine-1"]);
     let (forged_ca, ca) = (forged.path("ca.crt"), pki.path("ca.crt"));
     let (mut app, _) = spawn_tls(&pki, "require", &[&ca, &forged_ca], "1.3").await;
-    app.client = pki.http(Some((&pki, "machine-1")));
+    app.api.client = pki.http(Some((&pki, "machine-1")));
     app.create_tenant("acme").await;
     let client = certificate_client(
         &app,

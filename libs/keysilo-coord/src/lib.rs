@@ -19,7 +19,7 @@
 mod events;
 mod lock;
 
-pub use events::Event;
+pub use events::{EVENT_VERSION, Envelope, Event, Received, RevocationSnapshot};
 pub use lock::LockGuard;
 
 use std::time::Duration;

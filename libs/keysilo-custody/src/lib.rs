@@ -6,8 +6,8 @@
 //!   private keys with AES-256-GCM ([`MasterKeyRing::wrap`]): a fresh 96-bit
 //!   nonce per wrap, and the tenant id and `kid` bound as associated data,
 //!   so a wrapped key copied to another row does not open.
-//! - [`SigningKey`] is an unwrapped key ready to sign (a josekit signer built
-//!   once per key).
+//! - [`PrivateKeyDer`] is an unwrapped key; `keysilo_tokens::SigningKey`
+//!   turns it into a signer, so that a verifier never links this crate.
 //!
 //! ```
 //! use keysilo_custody::{MasterKey, MasterKeyRing, generate_rsa_key};
@@ -49,8 +49,6 @@ use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
 use aes_gcm::{Aes256Gcm, Key};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use josekit::jws::JwsSigner as _;
-use josekit::jws::alg::rsassa::RsassaJwsSigner;
 use keysilo_types::{Kid, TenantId};
 use zeroize::{Zeroize as _, ZeroizeOnDrop, Zeroizing};
 
@@ -87,9 +85,6 @@ pub enum CustodyError {
     /// OpenSSL failed to generate or encode a key.
     #[error("RSA key operation failed")]
     Rsa(#[source] openssl::error::ErrorStack),
-    /// The key could not be turned into a signer.
-    #[error("cannot build a signer from the key")]
-    Signer(#[source] josekit::JoseError),
 }
 
 /// One version of the master key, held only as its AES-256-GCM key schedule
@@ -308,6 +303,13 @@ impl PartialEq for PrivateKeyDer {
 
 impl Eq for PrivateKeyDer {}
 
+impl PrivateKeyDer {
+    /// The PKCS#8 DER bytes, to build a signer from.
+    pub fn as_der(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl fmt::Debug for PrivateKeyDer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PrivateKeyDer([REDACTED])")
@@ -373,45 +375,4 @@ pub fn generate_rsa_key() -> Result<GeneratedKey, CustodyError> {
         public,
         private,
     })
-}
-
-/// An unwrapped key ready to sign RS256, built once and shared.
-#[derive(Clone)]
-pub struct SigningKey {
-    kid: Kid,
-    signer: RsassaJwsSigner,
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SigningKey {
-    /// Builds the RS256 signer for `private`, with `kid` in its headers.
-    pub fn new(kid: Kid, private: &PrivateKeyDer) -> Result<Self, CustodyError> {
-        let mut signer = josekit::jws::RS256
-            .signer_from_der(&*private.0)
-            .map_err(CustodyError::Signer)?;
-        signer.set_key_id(kid.as_str());
-        Ok(Self { kid, signer })
-    }
-
-    /// The key's id.
-    pub fn kid(&self) -> &Kid {
-        &self.kid
-    }
-
-    /// The josekit signer (its key id is set).
-    pub fn signer(&self) -> &RsassaJwsSigner {
-        &self.signer
-    }
-
-    /// Signs `message` with RSASSA-PKCS1-v1_5 and SHA-256.
-    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CustodyError> {
-        self.signer.sign(message).map_err(CustodyError::Signer)
-    }
 }

@@ -8,12 +8,12 @@
 //!
 //! ```
 //! use std::collections::HashMap;
-//! use keysilo_custody::{SigningKey, generate_rsa_key};
-//! use keysilo_tokens::{AccessTokenClaims, Expectations, KeySet, mint, verify};
+//! use keysilo_custody::generate_rsa_key;
+//! use keysilo_tokens::{AccessTokenClaims, Expectations, KeySet, SigningKey, mint, verify};
 //! use keysilo_types::TenantId;
 //!
 //! let key = generate_rsa_key().unwrap();
-//! let signing = SigningKey::new(key.kid.clone(), &key.private).unwrap();
+//! let signing = SigningKey::from_der(key.kid.clone(), key.private.as_der()).unwrap();
 //! let claims = AccessTokenClaims {
 //!     issuer: "https://id.example/acme".into(),
 //!     subject: "svc".into(),
@@ -34,7 +34,8 @@
 //! assert_eq!(verify(&token, &keys, &expect).unwrap().claims(), &claims);
 //! ```
 //!
-//! No IO, no clock: `now` is an argument.
+//! No IO, no clock: `now` is an argument. Keys come in as DER or JWKs, so
+//! this crate does not depend on key custody (a verifier links no AES-GCM).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -48,8 +49,8 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use josekit::jws::JwsHeader;
+use josekit::jws::alg::rsassa::RsassaJwsSigner;
 use josekit::jwt::JwtPayload;
-use keysilo_custody::SigningKey;
 use keysilo_types::{Kid, TenantId};
 use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
@@ -63,7 +64,7 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Why a token was refused or could not be made. The variants name the
 /// reason for logs and metrics; callers answer all of them the same way.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokenError {
     /// Not a compact JWS, too long, or its JSON is not an object.
@@ -135,6 +136,61 @@ fn strings(values: &[String]) -> Value {
     Value::Array(values.iter().cloned().map(Value::String).collect())
 }
 
+/// The token of an `Authorization: Bearer <token>` header value (RFC 6750
+/// §2.1; the scheme in any case), or `None` for another scheme or an empty
+/// token.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A private RSA key ready to sign RS256, built once and shared: parsing
+/// the key costs more than a signature.
+#[derive(Clone)]
+pub struct SigningKey {
+    kid: Kid,
+    signer: RsassaJwsSigner,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// The RS256 signer of a PKCS#8 DER private key, with `kid` in the
+    /// headers of what it signs.
+    pub fn from_der(kid: Kid, der: &[u8]) -> Result<Self, TokenError> {
+        let mut signer = josekit::jws::RS256
+            .signer_from_der(der)
+            .map_err(|_| TokenError::Signing)?;
+        signer.set_key_id(kid.as_str());
+        Ok(Self { kid, signer })
+    }
+
+    /// The key's id.
+    pub fn kid(&self) -> &Kid {
+        &self.kid
+    }
+
+    /// The josekit signer (its key id is set), to sign other JWTs.
+    pub fn signer(&self) -> &RsassaJwsSigner {
+        &self.signer
+    }
+
+    /// Signs `message` with RSASSA-PKCS1-v1_5 and SHA-256.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        use josekit::jws::JwsSigner as _;
+        self.signer.sign(message).map_err(|_| TokenError::Signing)
+    }
+}
+
 /// Signs `claims` as an RFC 9068 access token with `key`. NumericDates are
 /// written as integers, as strict verifiers require.
 pub fn mint(claims: &AccessTokenClaims, key: &SigningKey) -> Result<String, TokenError> {
@@ -167,7 +223,7 @@ pub fn mint(claims: &AccessTokenClaims, key: &SigningKey) -> Result<String, Toke
         map.insert("cnf".into(), serde_json::json!({ "x5t#S256": thumbprint }));
     }
     let payload = JwtPayload::from_map(map).map_err(|_| TokenError::Signing)?;
-    josekit::jwt::encode_with_signer(&payload, &header, key.signer())
+    josekit::jwt::encode_with_signer(&payload, &header, &key.signer)
         .map_err(|_| TokenError::Signing)
 }
 

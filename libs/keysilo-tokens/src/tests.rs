@@ -2,7 +2,7 @@ use std::sync::LazyLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use keysilo_custody::{GeneratedKey, SigningKey, generate_rsa_key};
+use keysilo_custody::{GeneratedKey, generate_rsa_key};
 use serde_json::json;
 
 use super::*;
@@ -13,7 +13,7 @@ const NOW: u64 = 1_700_000_000;
 static KEY: LazyLock<GeneratedKey> = LazyLock::new(|| generate_rsa_key().unwrap());
 
 fn signing() -> SigningKey {
-    SigningKey::new(KEY.kid.clone(), &KEY.private).unwrap()
+    SigningKey::from_der(KEY.kid.clone(), KEY.private.as_der()).unwrap()
 }
 
 fn keys() -> KeySet {
@@ -184,7 +184,7 @@ fn only_rs256_access_tokens_from_known_keys_are_accepted() {
     let other = generate_rsa_key().unwrap();
     let stranger = mint(
         &claims(),
-        &SigningKey::new(other.kid.clone(), &other.private).unwrap(),
+        &SigningKey::from_der(other.kid.clone(), other.private.as_der()).unwrap(),
     )
     .unwrap();
     check(&stranger, NOW, Err(TokenError::UnknownKey));
@@ -341,4 +341,13 @@ fn a_certificate_bound_token_carries_and_returns_its_thumbprint() {
             .get("cnf")
             .is_none()
     );
+}
+
+#[test]
+fn a_bearer_token_is_taken_from_its_header_value_in_any_case() {
+    assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+    assert_eq!(bearer_token("bEaReR  abc "), Some("abc"));
+    assert_eq!(bearer_token("Bearer "), None);
+    assert_eq!(bearer_token("Bearer"), None);
+    assert_eq!(bearer_token("Basic abc"), None);
 }

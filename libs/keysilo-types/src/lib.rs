@@ -42,7 +42,11 @@ pub enum IdError {
 /// Tenant ids that would collide with the service's own top-level paths.
 pub const RESERVED_TENANT_IDS: &[&str] = &["admin", "internal", "healthz", "readyz", "metrics"];
 
-/// A tenant id: `^[a-z0-9][a-z0-9-]{1,62}$`, not one of
+/// What a tenant id looks like, as a regular expression (documents show
+/// it; [`TenantId::parse`] checks it).
+pub const TENANT_ID_PATTERN: &str = "^[a-z0-9][a-z0-9-]{1,62}$";
+
+/// A tenant id: [`TENANT_ID_PATTERN`], not one of
 /// [`RESERVED_TENANT_IDS`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -59,7 +63,7 @@ impl TenantId {
         if !(first_ok && rest_ok && (2..=63).contains(&value.len())) {
             return Err(IdError::Malformed {
                 what: "tenant id",
-                pattern: "^[a-z0-9][a-z0-9-]{1,62}$",
+                pattern: TENANT_ID_PATTERN,
             });
         }
         if RESERVED_TENANT_IDS.contains(&value) {

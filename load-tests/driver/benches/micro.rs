@@ -20,9 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keysilo_config::{EdgeSettings, Secret};
-use keysilo_custody::{GeneratedKey, MasterKey, MasterKeyRing, SigningKey, generate_rsa_key};
+use keysilo_custody::{GeneratedKey, MasterKey, MasterKeyRing, generate_rsa_key};
 use keysilo_identity::oauth::credentials::{SecretHasher, same_digest};
-use keysilo_tokens::{AccessTokenClaims, Expectations, KeySet};
+use keysilo_tokens::{AccessTokenClaims, Expectations, KeySet, SigningKey};
 use keysilo_types::TenantId;
 
 fn now() -> u64 {
@@ -53,7 +53,7 @@ fn claims(issuer: &str, tenant: &TenantId) -> AccessTokenClaims {
 
 fn tokens(c: &mut Criterion, key: &GeneratedKey, tenant: &TenantId) {
     let issuer = "https://id.example/bench";
-    let signing = SigningKey::new(key.kid.clone(), &key.private).unwrap();
+    let signing = SigningKey::from_der(key.kid.clone(), key.private.as_der()).unwrap();
     let claims = claims(issuer, tenant);
     c.bench_function("token/sign", |b| {
         b.iter(|| keysilo_tokens::mint(black_box(&claims), &signing).unwrap())
@@ -135,7 +135,7 @@ fn edge_cached(c: &mut Criterion, key: &GeneratedKey, tenant: &TenantId) {
     // The pool is lazy: nothing here talks to Redis.
     let coord = keysilo_coord::Coord::new(&settings.redis).unwrap();
     let state = keysilo_edge::state::EdgeState::new(settings, coord, None).unwrap();
-    let signing = SigningKey::new(key.kid.clone(), &key.private).unwrap();
+    let signing = SigningKey::from_der(key.kid.clone(), key.private.as_der()).unwrap();
     let token =
         keysilo_tokens::mint(&claims(&format!("{base}/{tenant}"), tenant), &signing).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use keysilo_coord::Event;
+use keysilo_coord::{Envelope, Event, Received, RevocationSnapshot};
 use keysilo_tokens::gate::Revocations;
-use keysilo_types::{Kid, TenantId};
 
 use crate::state::{EdgeState, unix_now};
 
@@ -39,8 +38,18 @@ pub async fn run_feed(state: Arc<EdgeState>) {
                     // in between is missed (applying twice is harmless).
                     resync(&state).await;
                     let mut events = std::pin::pin!(events);
-                    while let Some(event) = events.next().await {
-                        apply(&state, &event);
+                    while let Some(received) = events.next().await {
+                        match received {
+                            Received::Event(envelope) => apply(&state, &envelope),
+                            Received::Unknown { kind, reason } => {
+                                state.metrics.unknown_events.inc();
+                                tracing::warn!(
+                                    kind = kind.as_deref().unwrap_or("-"),
+                                    reason,
+                                    "ignoring an event this build does not understand; the next snapshot covers it"
+                                );
+                            }
+                        }
                     }
                     tracing::warn!("revocation feed lost; resubscribing");
                 }
@@ -69,9 +78,11 @@ pub async fn resync(state: &EdgeState) {
     }
 }
 
+/// The identity service's snapshot. A malformed one is refused whole
+/// (and logged by the caller), never merged in part.
 async fn fetch_snapshot(state: &EdgeState) -> anyhow::Result<Revocations> {
     let settings = &state.settings.edge;
-    let body: serde_json::Value = state
+    let snapshot: RevocationSnapshot = state
         .http
         .get(format!("{}/internal/v1/revocations", settings.identity_url))
         .bearer_auth(settings.identity_api_key.expose())
@@ -80,50 +91,28 @@ async fn fetch_snapshot(state: &EdgeState) -> anyhow::Result<Revocations> {
         .error_for_status()?
         .json()
         .await?;
+    Ok(revocations_of(snapshot))
+}
+
+/// The revocation set a snapshot describes.
+fn revocations_of(snapshot: RevocationSnapshot) -> Revocations {
     let mut revocations = Revocations::default();
-    let list = |name: &str| -> Vec<serde_json::Value> {
-        body.get(name)
-            .and_then(|v| v.as_array())
-            .cloned()
-            .unwrap_or_default()
-    };
-    let text =
-        |v: &serde_json::Value, i: usize| v.get(i).and_then(|x| x.as_str()).map(str::to_owned);
-    for t in list("tenants") {
-        if let Some(tenant) = t.as_str().and_then(|t| TenantId::parse(t).ok()) {
-            revocations.tenant(tenant);
-        }
+    for tenant in snapshot.tenants {
+        revocations.tenant(tenant);
     }
-    for pair in list("kids") {
-        if let (Some(t), Some(k)) = (text(&pair, 0), text(&pair, 1))
-            && let (Ok(t), Ok(k)) = (TenantId::parse(&t), Kid::parse(&k))
-        {
-            revocations.kid(t, k);
-        }
+    for (tenant, kid) in snapshot.kids {
+        revocations.kid(tenant, kid);
     }
-    for pair in list("clients") {
-        if let (Some(t), Some(c)) = (text(&pair, 0), text(&pair, 1))
-            && let Ok(t) = TenantId::parse(&t)
-        {
-            revocations.client(t, c);
-        }
+    for (tenant, client) in snapshot.clients {
+        revocations.client(tenant, client);
     }
-    for pair in list("users") {
-        if let (Some(t), Some(u)) = (text(&pair, 0), text(&pair, 1))
-            && let Ok(t) = TenantId::parse(&t)
-        {
-            revocations.user(t, u);
-        }
+    for (tenant, user) in snapshot.users {
+        revocations.user(tenant, user);
     }
-    for triple in list("jtis") {
-        let exp = triple.get(2).and_then(|e| e.as_u64());
-        if let (Some(t), Some(j), Some(exp)) = (text(&triple, 0), text(&triple, 1), exp)
-            && let Ok(t) = TenantId::parse(&t)
-        {
-            revocations.jti(t, j, exp);
-        }
+    for (tenant, jti, exp) in snapshot.jtis {
+        revocations.jti(tenant, jti, exp);
     }
-    Ok(revocations)
+    revocations
 }
 
 /// Closes every open session whose token the current set revokes.
@@ -150,70 +139,63 @@ fn count_closed(state: &EdgeState, closed: usize) {
 
 /// Applies one event: remember the revocation, drop what caches it, and
 /// close the sessions it concerns.
-pub fn apply(state: &EdgeState, event: &Event) {
-    let Some(tenant) = event.tenant.clone() else {
-        return;
+pub fn apply(state: &EdgeState, envelope: &Envelope) {
+    let revoke = |record: &dyn Fn(&mut Revocations)| {
+        if let Ok(mut revocations) = state.revocations.write() {
+            record(&mut revocations);
+        }
     };
-    let mut closed = 0;
-    match event.kind.as_str() {
-        "key.rotated" | "key.staged" => state.jwks.forget(&tenant),
-        "key.revoked" => {
-            if let Some(kid) = &event.kid {
-                if let Ok(mut r) = state.revocations.write() {
-                    r.kid(tenant.clone(), kid.clone());
-                }
-                if let Ok(mut cache) = state.verified.lock() {
-                    cache.forget_kid(&tenant, kid);
-                }
-                closed = state
-                    .sessions
-                    .close_where("key revoked", |s| s.tenant == tenant && s.kid == *kid);
-            }
-            state.jwks.forget(&tenant);
+    let closed = match &envelope.event {
+        Event::KeyRotated { tenant, .. } | Event::KeyStaged { tenant } => {
+            state.jwks.forget(tenant);
+            0
         }
-        "tenant.disabled" => {
-            if let Ok(mut r) = state.revocations.write() {
-                r.tenant(tenant.clone());
+        Event::KeyRevoked { tenant, kid } => {
+            revoke(&|r| r.kid(tenant.clone(), kid.clone()));
+            if let Ok(mut cache) = state.verified.lock() {
+                cache.forget_kid(tenant, kid);
             }
-            state.jwks.forget(&tenant);
-            closed = state
+            state.jwks.forget(tenant);
+            state
                 .sessions
-                .close_where("tenant disabled", |s| s.tenant == tenant);
+                .close_where("key revoked", |s| s.tenant == *tenant && s.kid == *kid)
         }
-        "client.disabled" => {
-            if let Some(client) = &event.client {
-                if let Ok(mut r) = state.revocations.write() {
-                    r.client(tenant.clone(), client.clone());
-                }
-                closed = state.sessions.close_where("client disabled", |s| {
-                    s.tenant == tenant && s.client == *client
-                });
-            }
+        Event::TenantDisabled { tenant } => {
+            revoke(&|r| r.tenant(tenant.clone()));
+            state.jwks.forget(tenant);
+            state
+                .sessions
+                .close_where("tenant disabled", |s| s.tenant == *tenant)
         }
-        "user.disabled" => {
-            if let Some(user) = &event.user {
-                if let Ok(mut r) = state.revocations.write() {
-                    r.user(tenant.clone(), user.clone());
-                }
-                closed = state.sessions.close_where("user disabled", |s| {
-                    s.tenant == tenant && s.subject == *user && s.client != *user
-                });
-            }
+        Event::ClientDisabled { tenant, client } => {
+            revoke(&|r| r.client(tenant.clone(), client.clone()));
+            state.sessions.close_where("client disabled", |s| {
+                s.tenant == *tenant && s.client == *client
+            })
         }
-        "token.revoked" => {
-            if let Some((jti, exp)) = &event.jti {
-                if let Ok(mut r) = state.revocations.write() {
-                    r.jti(tenant.clone(), jti.clone(), *exp);
-                }
-                closed = state
-                    .sessions
-                    .close_where("token revoked", |s| s.tenant == tenant && s.jti == *jti);
-            }
+        Event::UserDisabled { tenant, user } => {
+            revoke(&|r| r.user(tenant.clone(), user.clone()));
+            state.sessions.close_where("user disabled", |s| {
+                s.tenant == *tenant && s.subject == *user && s.client != *user
+            })
         }
-        _ => {}
-    }
+        Event::TokenRevoked {
+            tenant,
+            jti: (jti, exp),
+            ..
+        } => {
+            revoke(&|r| r.jti(tenant.clone(), jti.clone(), *exp));
+            state
+                .sessions
+                .close_where("token revoked", |s| s.tenant == *tenant && s.jti == *jti)
+        }
+        // Nothing an edge holds depends on these.
+        Event::TenantCreated { .. }
+        | Event::ClientSecretRotated { .. }
+        | Event::MasterKeyRewrapped => 0,
+    };
     count_closed(state, closed);
-    if let Some(at) = event.at_ms {
+    if let Some(at) = envelope.at_ms {
         let lag = crate::state::unix_millis().saturating_sub(at);
         state.metrics.revocation_lag.observe(lag as f64 / 1000.0);
     }

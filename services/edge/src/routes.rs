@@ -13,16 +13,14 @@ use prometheus::Encoder as _;
 use crate::sessions::SessionInfo;
 use crate::state::{EdgeState, unix_now};
 use crate::validate::{Denial, validate};
+use keysilo_tokens::gate;
 
 /// The subprotocol a browser offers next to `bearer.<jwt>`.
 const SUBPROTOCOL: &str = "keysilo";
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
+    keysilo_tokens::bearer_token(value).map(str::to_owned)
 }
 
 /// The request's `Origin`. A header that is present but unreadable, or
@@ -55,10 +53,10 @@ fn denied(denial: Denial) -> HttpResponse {
         Denial::Missing => HttpResponse::Unauthorized()
             .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
             .finish(),
-        Denial::Invalid(_) => HttpResponse::Unauthorized()
+        Denial::Gate(gate::Denial::Origin(_)) => HttpResponse::Forbidden().finish(),
+        Denial::Invalid(_) | Denial::Gate(_) => HttpResponse::Unauthorized()
             .insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#))
             .finish(),
-        Denial::Origin(_) => HttpResponse::Forbidden().finish(),
     }
 }
 

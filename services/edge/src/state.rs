@@ -42,6 +42,8 @@ pub struct EdgeMetrics {
     pub closed: IntCounterVec,
     /// Seconds between an event's publication and its application here.
     pub revocation_lag: prometheus::Histogram,
+    /// Messages on the event channel this build did not understand.
+    pub unknown_events: prometheus::IntCounter,
 }
 
 impl EdgeMetrics {
@@ -78,6 +80,11 @@ impl EdgeMetrics {
         )?;
         registry.register(Box::new(closed.clone()))?;
         registry.register(Box::new(revocation_lag.clone()))?;
+        let unknown_events = prometheus::IntCounter::new(
+            "unknown_events_total",
+            "Messages on the event channel this build did not understand (an unknown kind or version, or no JSON)",
+        )?;
+        registry.register(Box::new(unknown_events.clone()))?;
         Ok(Self {
             registry,
             validations,
@@ -85,6 +92,7 @@ impl EdgeMetrics {
             sessions,
             closed,
             revocation_lag,
+            unknown_events,
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use keysilo_tokens::gate::{self, OriginRejection};
+use keysilo_tokens::gate;
 use keysilo_tokens::{Expectations, UnverifiedToken, VerifiedAccessToken};
 
 use keysilo_tls::PeerCertificate;
@@ -14,10 +14,13 @@ use crate::state::{EdgeState, unix_now};
 pub enum Denial {
     /// No token at all (401 without an error code, RFC 6750 §3.1).
     Missing,
-    /// A token that does not pass; the reason is for logs and metrics.
+    /// The token's keys could not be had (an issuer outside the base, an
+    /// unknown tenant) or the revocation set is unusable; the reason is for
+    /// logs and metrics.
     Invalid(&'static str),
-    /// The `Origin` is not allowed for this token (403).
-    Origin(OriginRejection),
+    /// The validation core refused it (`gate::Denial`): a token that does
+    /// not verify or is revoked (401), or an Origin it does not allow (403).
+    Gate(gate::Denial),
 }
 
 impl Denial {
@@ -26,26 +29,8 @@ impl Denial {
         match self {
             Self::Missing => "missing",
             Self::Invalid(reason) => reason,
-            Self::Origin(OriginRejection::NotAllowed) => "origin",
-            Self::Origin(OriginRejection::MachineTokenInBrowser) => "origin_machine_token",
+            Self::Gate(denial) => denial.reason(),
         }
-    }
-}
-
-fn reason(err: &keysilo_tokens::TokenError) -> &'static str {
-    use keysilo_tokens::TokenError as E;
-    match err {
-        E::Malformed => "malformed",
-        E::UnsupportedAlgorithm => "algorithm",
-        E::WrongType => "type",
-        E::UnknownKey => "unknown_key",
-        E::BadSignature => "signature",
-        E::InvalidClaim(_) => "claim",
-        E::WrongIssuer => "issuer",
-        E::WrongAudience => "audience",
-        E::Expired => "expired",
-        E::NotYetValid => "not_yet_valid",
-        _ => "invalid",
     }
 }
 
@@ -79,8 +64,6 @@ async fn admit(
     let token = token.filter(|t| !t.is_empty()).ok_or(Denial::Missing)?;
     let settings = &state.settings.edge;
     let now = unix_now();
-    let tenant_of =
-        |v: &VerifiedAccessToken| gate::tenant_of_issuer(&settings.issuer_base, &v.claims().issuer);
     // A token seen before needs neither parsing nor RSA: its digest finds
     // the verified claims, used while their key is still a fresh one.
     let digest = openssl::sha::sha256(token.as_bytes());
@@ -93,7 +76,7 @@ async fn admit(
                 .get(&digest, now, settings.clock_skew_seconds)
                 .cloned()
         })
-        // Its `tid` is checked against its issuer below, once for both paths.
+        // Its `tid` is checked against its issuer by the gate, for both paths.
         .filter(|v| state.jwks.knows(&v.claims().tenant, v.kid()));
     let verified = match cached {
         Some(verified) => {
@@ -109,27 +92,19 @@ async fn admit(
             verified
         }
     };
-    let claims = verified.claims();
-    // The token's tenant must be its issuer's.
-    if tenant_of(&verified).as_ref() != Some(&claims.tenant) {
-        return Err(Denial::Invalid("tenant"));
-    }
     // Revocations fail closed on a poisoned lock (a writer panicked).
-    state
+    let revocations = state
         .revocations
         .read()
-        .map_err(|_| Denial::Invalid("internal"))?
-        .check(claims, verified.kid())
-        .map_err(|_| Denial::Invalid("revoked"))?;
-    // RFC 8705 §3: a bound token is good only over a connection that
-    // proved possession of the certificate it names. Possession is what
-    // counts, so the certificate's chain is not at issue here.
-    if let Some(bound) = &claims.certificate_thumbprint
-        && peer.is_none_or(|peer| peer.thumbprint != *bound)
-    {
-        return Err(Denial::Invalid("certificate_binding"));
-    }
-    gate::check_origin(&claims.allowed_origins, origin).map_err(Denial::Origin)?;
+        .map_err(|_| Denial::Invalid("internal"))?;
+    gate::admit(&gate::Admission {
+        token: &verified,
+        issuer_base: &settings.issuer_base,
+        revocations: &revocations,
+        peer_thumbprint: peer.map(|peer| peer.thumbprint.as_str()),
+        origin,
+    })
+    .map_err(Denial::Gate)?;
     Ok(verified)
 }
 
@@ -144,7 +119,8 @@ async fn verify_fresh(
     let settings = &state.settings.edge;
     // Decoded once: the issuer and kid pick the keys, then the same parts
     // are verified.
-    let parsed = UnverifiedToken::parse(token).map_err(|err| Denial::Invalid(reason(&err)))?;
+    let parsed =
+        UnverifiedToken::parse(token).map_err(|err| Denial::Gate(gate::Denial::Token(err)))?;
     let issuer = parsed.issuer().ok_or(Denial::Invalid("malformed"))?;
     let tenant = gate::tenant_of_issuer(&settings.issuer_base, issuer)
         .ok_or(Denial::Invalid("untrusted_issuer"))?;
@@ -162,5 +138,5 @@ async fn verify_fresh(
     };
     parsed
         .verify(&keys, &expect)
-        .map_err(|err| Denial::Invalid(reason(&err)))
+        .map_err(|err| Denial::Gate(gate::Denial::Token(err)))
 }

@@ -19,12 +19,7 @@ impl PlatformAdmin {
 
 /// The bearer token of the request, if it has one.
 fn bearer(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    keysilo_tokens::bearer_token(req.headers().get("authorization")?.to_str().ok()?)
 }
 
 /// Compares digests, so the comparison takes the same time whatever the
@@ -127,7 +122,9 @@ pub async fn authorize_tenant(
     let Some(entry) = state.cache.get(tenant).await? else {
         return Err(ApiError::InvalidToken);
     };
-    let verified = crate::oauth::grants::live_access_token(state, &entry, token)
+    let verified = state
+        .oauth
+        .live_access_token(&entry, token)
         .await?
         .ok_or(ApiError::InvalidToken)?;
     let claims = verified.claims();

@@ -13,11 +13,11 @@ use keysilo_store::Store;
 use keysilo_types::TenantId;
 use zeroize::Zeroizing;
 
-use crate::error::ApiError;
-use crate::keys::{KeyError, KeyService};
-use crate::oauth::credentials::{SecretHasher, new_secret};
-use crate::oauth::passwords::Passwords;
-use crate::oauth::registry::{NewClient, NewUser, Registry};
+use crate::metrics::Metrics;
+use crate::oauth::credentials::new_secret;
+use crate::oauth::registry::{NewClient, NewUser, RegistryError};
+use crate::state::{Services, ServicesError};
+use crate::tenants::{NewTenant, TenantError};
 
 /// Why bootstrapping failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +25,30 @@ pub enum BootstrapError {
     /// The tenant id is not valid.
     #[error("invalid tenant id: {0}")]
     TenantId(#[from] keysilo_types::IdError),
-    /// Setting up or talking to a dependency failed.
-    #[error("{0}")]
-    Setup(String),
+    /// The PostgreSQL pool could not be set up.
+    #[error("cannot set up PostgreSQL")]
+    Store(#[from] keysilo_store::StoreError),
+    /// The Redis pool could not be set up.
+    #[error("cannot set up Redis")]
+    Coord(#[from] keysilo_coord::CoordError),
+    /// The services could not be built (master keys, hashing).
+    #[error(transparent)]
+    Services(#[from] ServicesError),
+    /// The metrics registry could not be built.
+    #[error("cannot register metrics")]
+    Metrics(#[from] prometheus::Error),
+    /// Creating the tenant failed.
+    #[error("cannot create the tenant")]
+    Tenant(#[from] TenantError),
+    /// Creating a client or the user failed.
+    #[error("cannot create the tenant's clients and user")]
+    Registry(#[from] RegistryError),
+    /// No random secret could be made.
+    #[error("cannot make a random password")]
+    Random(#[from] openssl::error::ErrorStack),
+    /// The saved credentials file is not JSON.
+    #[error("the saved credentials are not valid JSON")]
+    Saved(#[from] serde_json::Error),
     /// The tenant exists but its credentials file is gone: secrets cannot
     /// be shown twice.
     #[error(
@@ -46,14 +67,6 @@ pub enum BootstrapError {
     },
 }
 
-fn setup(err: impl std::fmt::Display) -> BootstrapError {
-    BootstrapError::Setup(err.to_string())
-}
-
-fn api(err: ApiError) -> BootstrapError {
-    BootstrapError::Setup(format!("{err:?}"))
-}
-
 /// Creates the demo tenant and its principals, or returns the saved ones.
 pub async fn bootstrap(
     settings: Settings,
@@ -66,34 +79,26 @@ pub async fn bootstrap(
         source,
     };
     if let Ok(saved) = std::fs::read_to_string(output) {
-        let saved: serde_json::Value = serde_json::from_str(&saved).map_err(setup)?;
+        let saved: serde_json::Value = serde_json::from_str(&saved)?;
         if saved.get("tenant").and_then(|t| t.as_str()) == Some(tenant.as_str()) {
             return Ok(saved);
         }
     }
     let settings = Arc::new(settings);
-    let store = Store::new(&settings.database).map_err(setup)?;
-    let coord = Coord::new(&settings.redis).map_err(setup)?;
-    let keys = KeyService::new(settings.clone(), store.clone(), coord).map_err(setup)?;
-    let secrets = SecretHasher::new(&settings.tokens.client_secret_pepper).map_err(setup)?;
-    let passwords = Passwords::new(&settings.tokens).map_err(setup)?;
-    let registry = Registry {
-        store: &store,
-        secrets: &secrets,
-        passwords: &passwords,
-    };
-    match keys
-        .create_tenant(tenant.clone(), "Demo".into(), 900, "bootstrap")
-        .await
-    {
+    let store = Store::new(&settings.database)?;
+    let coord = Coord::new(&settings.redis)?;
+    let services = Services::build(&settings, &store, &coord, &Metrics::new()?)?;
+    let registry = &services.registry;
+    let demo = NewTenant::parse(tenant.as_str(), "Demo", None)?;
+    match services.tenants.create(demo, "bootstrap").await {
         Ok(_) => {}
-        Err(KeyError::TenantExists) => {
+        Err(TenantError::Exists) => {
             return Err(BootstrapError::Orphaned(
                 tenant.to_string(),
                 output.display().to_string(),
             ));
         }
-        Err(err) => return Err(setup(err)),
+        Err(err) => return Err(err.into()),
     }
     let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
     let machine = NewClient::parse(
@@ -102,31 +107,23 @@ pub async fn bootstrap(
         strings(&["read", "write"]),
         strings(&["demo-api"]),
         Vec::new(),
-    )
-    .map_err(api)?;
+    )?;
     let dashboard = NewClient::parse(
         "demo dashboard",
         strings(&["password", "refresh_token"]),
         strings(&["read", "admin"]),
         strings(&["demo-api"]),
         strings(&["http://localhost:3000"]),
-    )
-    .map_err(api)?;
+    )?;
     let (machine, machine_secret) = registry
         .create_client(&tenant, machine, "bootstrap")
-        .await
-        .map_err(api)?;
+        .await?;
     let (dashboard, dashboard_secret) = registry
         .create_client(&tenant, dashboard, "bootstrap")
-        .await
-        .map_err(api)?;
-    let password = Zeroizing::new(new_secret().map_err(setup)?);
-    let admin =
-        NewUser::parse("admin", password.clone(), strings(&["tenant-admin"])).map_err(api)?;
-    let admin = registry
-        .create_user(&tenant, admin, "bootstrap")
-        .await
-        .map_err(api)?;
+        .await?;
+    let password = Zeroizing::new(new_secret()?);
+    let admin = NewUser::parse("admin", password.clone(), strings(&["tenant-admin"]))?;
+    let admin = registry.create_user(&tenant, admin, "bootstrap").await?;
     let saved = serde_json::json!({
         "tenant": tenant,
         "issuer": format!("{}/{}", settings.server.public_base_url, tenant),

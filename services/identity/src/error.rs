@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use crate::keys::KeyError;
 use crate::oauth::OAuthError;
+use crate::oauth::registry::RegistryError;
+use crate::tenants::TenantError;
 
 /// Every error a handler can return. Its [`ResponseError`] impl is the only
 /// place that decides status codes and bodies.
@@ -39,7 +41,7 @@ pub enum ApiError {
     Conflict(String),
     /// An OAuth2 endpoint error (RFC 6749 §5.2).
     #[error(transparent)]
-    OAuth(#[from] crate::oauth::OAuthError),
+    OAuth(OAuthError),
     /// The caller is authenticated but may not do this.
     #[error("forbidden")]
     Forbidden,
@@ -68,13 +70,47 @@ impl From<KeyError> for ApiError {
     fn from(err: KeyError) -> Self {
         match err {
             KeyError::NotFound => Self::NotFound,
-            KeyError::TenantExists => Self::Conflict(
-                "a tenant with this id exists or existed; ids are never reused".into(),
-            ),
             KeyError::Store(err) => err.into(),
             KeyError::Coord(CoordError::Unavailable(_) | CoordError::LockBusy { .. })
             | KeyError::LockLost => Self::Unavailable(err.into()),
             other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
+impl From<OAuthError> for ApiError {
+    fn from(err: OAuthError) -> Self {
+        match err {
+            OAuthError::Store(err) => err.into(),
+            OAuthError::NoSigningKey => Self::Unavailable(err.into()),
+            OAuthError::Internal(cause) => Self::Unexpected(anyhow::Error::from_boxed(cause)),
+            other => Self::OAuth(other),
+        }
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(err: TenantError) -> Self {
+        match err {
+            TenantError::Invalid(message) => Self::BadRequest(message),
+            TenantError::NotFound => Self::NotFound,
+            TenantError::Exists => Self::Conflict(err.to_string()),
+            TenantError::Keys(err) => err.into(),
+            TenantError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> Self {
+        match err {
+            RegistryError::Invalid(message) => Self::BadRequest(message),
+            RegistryError::NotFound => Self::NotFound,
+            RegistryError::UsernameTaken => Self::Conflict(err.to_string()),
+            RegistryError::Busy(_) => Self::Unavailable(err.into()),
+            RegistryError::Keys(err) => err.into(),
+            RegistryError::Store(err) => err.into(),
+            RegistryError::Internal(cause) => Self::Unexpected(anyhow::Error::from_boxed(cause)),
         }
     }
 }
@@ -179,12 +215,7 @@ fn oauth_response(status: StatusCode, err: &OAuthError) -> HttpResponse {
         }
         _ => {}
     }
-    let code = match err {
-        // RFC 6749 has no code for rate limiting; this one tells clients to
-        // come back later.
-        OAuthError::RateLimited(_) => "temporarily_unavailable".to_owned(),
-        other => other.to_string(),
-    };
+    let code = err.to_string();
     response.json(ErrorBody {
         error: &code,
         error_description: err.description(),

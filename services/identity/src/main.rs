@@ -111,8 +111,10 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 async fn master_key(settings: Settings, command: MasterKeyCommand) -> anyhow::Result<()> {
     let store = Store::new(&settings.database).context("Failed to set up PostgreSQL")?;
     let coord = keysilo_coord::Coord::new(&settings.redis).context("Failed to set up Redis")?;
-    let keys = keysilo_identity::keys::KeyService::new(settings.into(), store.clone(), coord)
-        .context("Failed to load the master keys")?;
+    let metrics = keysilo_identity::metrics::Metrics::new().context("Failed to set up metrics")?;
+    let keys = keysilo_identity::state::Services::build(&settings.into(), &store, &coord, &metrics)
+        .context("Failed to load the master keys")?
+        .keys;
     let document = match command {
         MasterKeyCommand::Rewrap => {
             let report = keys

@@ -6,7 +6,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
 /// The service's metrics registry and the collectors in it.
@@ -21,6 +21,7 @@ pub struct Metrics {
     rotations: IntCounterVec,
     master_key_version: IntGauge,
     master_key_age: IntGauge,
+    unknown_events: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,6 +82,10 @@ impl Metrics {
             "master_key_age_seconds",
             "Seconds since the current master key version was first put into service by any replica",
         )?;
+        let unknown_events = IntCounter::new(
+            "unknown_events_total",
+            "Messages on the event channel this build did not understand (an unknown kind or version, or no JSON)",
+        )?;
         // Every series exists from the start, so `increase()` sees the first one.
         for trigger in ["scheduled", "manual"] {
             for result in ["ok", "failed"] {
@@ -98,6 +103,7 @@ impl Metrics {
         registry.register(Box::new(tokens_issued.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(unknown_events.clone()))?;
         Ok(Self {
             registry,
             http_requests,
@@ -108,6 +114,7 @@ impl Metrics {
             rotations,
             master_key_version,
             master_key_age,
+            unknown_events,
         })
     }
 
@@ -145,6 +152,11 @@ impl Metrics {
         self.rotations
             .with_label_values(&[trigger, result])
             .inc_by(u64::try_from(steps).unwrap_or(u64::MAX));
+    }
+
+    /// Counts a message on the event channel that was not understood.
+    pub fn unknown_event(&self) {
+        self.unknown_events.inc();
     }
 
     /// Records the current master key version and how long it has served.

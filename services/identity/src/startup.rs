@@ -13,14 +13,11 @@ use keysilo_store::{Store, StoreError};
 use tracing_actix_web::TracingLogger;
 
 use crate::error::ApiError;
-use crate::keys::{KeyCache, KeyService, run_event_listener, run_purge, run_scheduler};
+use crate::events::run_event_listener;
+use crate::keys::{run_purge, run_scheduler};
 use crate::metrics::{self, Metrics};
-use crate::oauth::clients::ClientCache;
-use crate::oauth::credentials::SecretHasher;
-use crate::oauth::limits::Limits;
-use crate::oauth::passwords::Passwords;
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppState, Services, ServicesError};
 
 /// The service could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +40,9 @@ pub enum StartupError {
     /// The metrics registry could not be built.
     #[error("cannot register metrics")]
     Metrics(#[from] prometheus::Error),
-    /// The client-secret hasher could not be keyed.
-    #[error("cannot key the client-secret hasher")]
-    Crypto(#[source] openssl::error::ErrorStack),
-    /// The password hashing parameters are unusable.
-    #[error("cannot set up password hashing")]
-    Passwords(#[source] crate::oauth::passwords::PasswordError),
-    /// The master keys are unusable.
-    #[error("cannot load the master keys")]
-    Custody(#[from] keysilo_custody::CustodyError),
+    /// A service could not be built (master keys, hashing).
+    #[error(transparent)]
+    Services(#[from] ServicesError),
     /// The TLS certificate, key or client CAs are unusable.
     #[error("cannot set up TLS")]
     Tls(#[from] keysilo_tls::TlsError),
@@ -125,28 +116,13 @@ impl Application {
         }
         let coord = Coord::new(&settings.redis)?;
         let settings = Arc::new(settings);
-        let keys = KeyService::new(settings.clone(), store.clone(), coord.clone())?;
-        let mutual_tls = settings
-            .tls
-            .as_ref()
-            .is_some_and(|tls| tls.client_auth != keysilo_config::ClientAuth::None);
-        let cache = Arc::new(KeyCache::new(
-            keys.clone(),
-            settings.server.public_base_url.clone(),
-            Duration::from_secs(settings.keys.cache_max_age_seconds),
-            mutual_tls,
-        ));
-        let clients = Arc::new(ClientCache::new(
-            store.clone(),
-            Duration::from_secs(settings.keys.cache_max_age_seconds),
-        ));
-        let limits = Arc::new(Limits::new(&settings.limits));
+        let metrics = Metrics::new()?;
+        let services = Services::build(&settings, &store, &coord, &metrics)?;
         let tls = settings
             .tls
             .as_ref()
             .map(keysilo_tls::TlsServer::load)
             .transpose()?;
-        let metrics = Metrics::new()?;
         if let Some(tls) = &tls {
             metrics
                 .registry()
@@ -156,31 +132,34 @@ impl Application {
                 )?))?;
             tokio::spawn(tls.clone().watch());
         }
+        let limits = services.limits.clone();
         let state = AppState {
             settings: settings.clone(),
             store,
             coord: coord.clone(),
             metrics,
             tls,
-            keys: keys.clone(),
-            cache: cache.clone(),
-            clients: clients.clone(),
-            secrets: Arc::new(
-                SecretHasher::new(&settings.tokens.client_secret_pepper)
-                    .map_err(StartupError::Crypto)?,
-            ),
-            passwords: Passwords::new(&settings.tokens).map_err(StartupError::Passwords)?,
+            keys: services.keys.clone(),
+            tenants: services.tenants,
+            registry: services.registry,
+            oauth: services.oauth,
+            cache: services.cache.clone(),
             limits: limits.clone(),
         };
         // Background work of every replica: scheduled rotation and the event
         // listener that keeps this replica's cache in step with the others.
         tokio::spawn(run_scheduler(
-            keys,
+            services.keys,
             Duration::from_secs(settings.keys.scheduler_interval_seconds),
             state.metrics.clone(),
         ));
         tokio::spawn(run_master_key_age(state.clone()));
-        tokio::spawn(run_event_listener(coord, cache, clients));
+        tokio::spawn(run_event_listener(
+            coord,
+            services.cache,
+            services.clients,
+            state.metrics.clone(),
+        ));
         tokio::spawn(run_purge(state.store.clone(), Duration::from_secs(3600)));
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(60));

@@ -1,6 +1,9 @@
 //! The edge's validation core: what a data-plane node needs besides
 //! [`crate::verify`] to admit a request. Embeddable: no IO, no clock.
 //!
+//! - [`admit`]: the whole admission decision on a verified token, as a
+//!   function of its inputs ([`Admission`] → `Result<(), Denial>`); the
+//!   edge feeds it and records metrics.
 //! - [`tenant_of_issuer`]: only issuers under the configured identity base
 //!   are trusted, so keys are never fetched for anyone else.
 //! - [`Revocations`]: tenants, keys, clients, users and `jti`s revoked
@@ -16,7 +19,95 @@ use std::sync::Arc;
 
 use keysilo_types::{Kid, TenantId};
 
-use crate::{AccessTokenClaims, VerifiedAccessToken};
+use crate::{AccessTokenClaims, TokenError, VerifiedAccessToken};
+
+/// Why the gate refuses a request. [`Denial::reason`] is the label metrics
+/// and logs carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The token did not verify (signature, claims, issuer, expiry).
+    Token(TokenError),
+    /// The token's `tid` is not the tenant of its issuer.
+    TenantMismatch,
+    /// Something the token depends on is revoked.
+    Revoked(Revoked),
+    /// The token is bound to a certificate (RFC 8705 `cnf`) that the
+    /// connection did not present.
+    CertificateBinding,
+    /// The request's `Origin` is refused.
+    Origin(OriginRejection),
+}
+
+impl Denial {
+    /// The metrics label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Token(err) => token_error_reason(err),
+            Self::TenantMismatch => "tenant",
+            Self::Revoked(_) => "revoked",
+            Self::CertificateBinding => "certificate_binding",
+            Self::Origin(OriginRejection::NotAllowed) => "origin",
+            Self::Origin(OriginRejection::MachineTokenInBrowser) => "origin_machine_token",
+        }
+    }
+}
+
+/// The metrics label of a verification failure.
+pub fn token_error_reason(err: &TokenError) -> &'static str {
+    match err {
+        TokenError::Malformed => "malformed",
+        TokenError::UnsupportedAlgorithm => "algorithm",
+        TokenError::WrongType => "type",
+        TokenError::UnknownKey => "unknown_key",
+        TokenError::BadSignature => "signature",
+        TokenError::InvalidClaim(_) => "claim",
+        TokenError::WrongIssuer => "issuer",
+        TokenError::WrongAudience => "audience",
+        TokenError::Expired => "expired",
+        TokenError::NotYetValid => "not_yet_valid",
+        _ => "invalid",
+    }
+}
+
+/// Everything the admission decision depends on besides the signature,
+/// which [`crate::verify`] has checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    /// The verified token.
+    pub token: &'a VerifiedAccessToken,
+    /// The identity service's base URL; issuers are `{base}/{tenant}`.
+    pub issuer_base: &'a str,
+    /// What is revoked.
+    pub revocations: &'a Revocations,
+    /// SHA-256 thumbprint (`x5t#S256`) of the client certificate the
+    /// connection presented, if any.
+    pub peer_thumbprint: Option<&'a str>,
+    /// The request's `Origin`, if any.
+    pub origin: Option<&'a str>,
+}
+
+/// Admits a verified token, in this order: its `tid` must be its
+/// issuer's tenant; nothing it depends on may be revoked; a token bound
+/// to a certificate (RFC 8705 §3) needs a connection that proved
+/// possession of it (possession is what counts, not the chain); and the
+/// Origin rule ([`check_origin`]).
+pub fn admit(admission: &Admission<'_>) -> Result<(), Denial> {
+    let token = admission.token;
+    let claims = token.claims();
+    if tenant_of_issuer(admission.issuer_base, &claims.issuer).as_ref() != Some(&claims.tenant) {
+        return Err(Denial::TenantMismatch);
+    }
+    admission
+        .revocations
+        .check(claims, token.kid())
+        .map_err(Denial::Revoked)?;
+    if let Some(bound) = &claims.certificate_thumbprint
+        && admission.peer_thumbprint != Some(bound.as_str())
+    {
+        return Err(Denial::CertificateBinding);
+    }
+    check_origin(&claims.allowed_origins, admission.origin).map_err(Denial::Origin)
+}
 
 /// The tenant whose issuer `iss` is, if `iss` is `{base}/{tenant}` for the
 /// configured identity `base`; `None` for any other issuer.

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use keysilo_custody::SigningKey;
-use keysilo_store::{StoreError, StoredKey, TenantRecord};
+use keysilo_custody::MasterKeyRing;
+use keysilo_store::{Store, StoreError, StoredKey, TenantRecord};
+use keysilo_tokens::SigningKey;
 use keysilo_types::{KeyStatus, TenantId};
 
+use super::KeyError;
 use super::service::wrapped_of;
-use super::{KeyError, KeyService};
 use crate::clock;
 use crate::expiring::{ExpiringMap, Lookup};
 
@@ -48,7 +49,8 @@ pub struct TenantEntry {
 
 /// The cache; cheap to share behind an `Arc`.
 pub struct KeyCache {
-    service: KeyService,
+    store: Store,
+    ring: Arc<MasterKeyRing>,
     max_age: Duration,
     public_base_url: String,
     mutual_tls: bool,
@@ -66,13 +68,15 @@ impl KeyCache {
     /// `mutual_tls`: the listener asks for client certificates, so the
     /// metadata offers RFC 8705.
     pub fn new(
-        service: KeyService,
+        store: Store,
+        ring: Arc<MasterKeyRing>,
         public_base_url: String,
         max_age: Duration,
         mutual_tls: bool,
     ) -> Self {
         Self {
-            service,
+            store,
+            ring,
             max_age,
             public_base_url,
             mutual_tls,
@@ -121,7 +125,7 @@ impl KeyCache {
     }
 
     async fn load(&self, id: &TenantId) -> Result<Option<(Arc<TenantEntry>, Instant)>, KeyError> {
-        let store = self.service.store();
+        let store = &self.store;
         let Some(tenant) = store.tenant(id).await? else {
             return Ok(None);
         };
@@ -160,7 +164,8 @@ impl KeyCache {
                 until = until.min(Instant::now() + left);
             }
         }
-        let metadata = self.metadata(&tenant.id).to_string();
+        let metadata = crate::oauth::discovery::metadata(&self.issuer(&tenant.id), self.mutual_tls)
+            .to_string();
         Ok(Some((
             Arc::new(TenantEntry {
                 tenant,
@@ -197,10 +202,13 @@ impl KeyCache {
     fn signing_key(&self, tenant: &TenantRecord, active: Option<&StoredKey>) -> Option<SigningKey> {
         let active = active?;
         let signing = self
-            .service
-            .ring()
+            .ring
             .unwrap(&tenant.id, &active.kid, &wrapped_of(active))
-            .and_then(|private| SigningKey::new(active.kid.clone(), &private));
+            .map_err(|err| err.to_string())
+            .and_then(|private| {
+                SigningKey::from_der(active.kid.clone(), private.as_der())
+                    .map_err(|err| err.to_string())
+            });
         match signing {
             Ok(signing) => Some(signing),
             Err(err) => {
@@ -213,45 +221,6 @@ impl KeyCache {
                 None
             }
         }
-    }
-
-    /// The scopes the tenant's clients may request, plus `admin`.
-    fn scopes(&self) -> Vec<String> {
-        vec![crate::oauth::scope::ADMIN.to_owned()]
-    }
-
-    /// RFC 8414 authorization server metadata of tenant `id`. Only what the
-    /// server really offers: no authorization endpoint (so no response
-    /// types) and no OpenID Connect members, since no ID tokens are issued.
-    fn metadata(&self, id: &TenantId) -> serde_json::Value {
-        let issuer = self.issuer(id);
-        let mut client_auth = vec!["client_secret_basic", "client_secret_post"];
-        if self.mutual_tls {
-            client_auth.push("tls_client_auth");
-        }
-        let mut document = serde_json::json!({
-            "issuer": issuer,
-            "token_endpoint": format!("{issuer}/oauth2/token"),
-            "jwks_uri": format!("{issuer}/.well-known/jwks"),
-            "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
-            "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
-            "grant_types_supported": ["client_credentials", "password", "refresh_token"],
-            "response_types_supported": [],
-            "scopes_supported": self.scopes(),
-            "token_endpoint_auth_methods_supported": client_auth,
-            "introspection_endpoint_auth_methods_supported": client_auth,
-            "revocation_endpoint_auth_methods_supported": client_auth,
-        });
-        // RFC 8705 §3.3: tokens can be bound to the client's certificate.
-        if self.mutual_tls
-            && let Some(members) = document.as_object_mut()
-        {
-            members.insert(
-                "tls_client_certificate_bound_access_tokens".into(),
-                true.into(),
-            );
-        }
-        document
     }
 }
 

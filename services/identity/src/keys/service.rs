@@ -6,6 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use keysilo_config::Settings;
 use keysilo_coord::{Coord, CoordError, Event};
+
+use super::KeyCache;
+use crate::events::Events;
 use keysilo_custody::{CustodyError, GeneratedKey, MasterKey, MasterKeyRing, generate_rsa_key};
 use keysilo_store::{
     DueRotation, KeyChange, KeyOutcome, NewAuditEvent, NewKey, Store, StoreError, StoredKey,
@@ -43,9 +46,6 @@ pub enum KeyError {
     /// No such (enabled) tenant, or no such key.
     #[error("not found")]
     NotFound,
-    /// The tenant id is taken (ids are never reused).
-    #[error("tenant exists")]
-    TenantExists,
     /// The lock was lost before the change committed; nothing changed.
     #[error("the rotation lock was lost; nothing was changed")]
     LockLost,
@@ -72,13 +72,17 @@ pub struct RewrapReport {
     pub rewrapped: u64,
 }
 
-/// Tenants and keys: custody, store and coordination put together.
+/// Tenants' keys: custody, store and coordination put together. Every
+/// change drops this replica's cached entry and is announced to the
+/// others and the edges before the call returns.
 #[derive(Debug, Clone)]
 pub struct KeyService {
     ring: Arc<MasterKeyRing>,
     store: Store,
     coord: Coord,
     settings: Arc<Settings>,
+    cache: Arc<KeyCache>,
+    events: Events,
 }
 
 /// Runs `work` as its own task, so that a caller that goes away (a client
@@ -119,14 +123,22 @@ fn seconds(n: u64) -> Duration {
 
 impl KeyService {
     /// Puts the pieces together.
-    pub fn new(settings: Arc<Settings>, store: Store, coord: Coord) -> Result<Self, CustodyError> {
-        let ring = Arc::new(master_key_ring(&settings)?);
-        Ok(Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        ring: Arc<MasterKeyRing>,
+        store: Store,
+        coord: Coord,
+        cache: Arc<KeyCache>,
+        events: Events,
+    ) -> Self {
+        Self {
             ring,
             store,
             coord,
             settings,
-        })
+            cache,
+            events,
+        }
     }
 
     /// The master key ring (for unwrapping in the cache).
@@ -141,7 +153,10 @@ impl KeyService {
 
     /// RSA key generation takes tens of milliseconds of CPU: keep it off the
     /// async workers.
-    async fn generate(&self, tenant: &TenantId) -> Result<(GeneratedKey, NewKey), KeyError> {
+    pub(crate) async fn generate(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(GeneratedKey, NewKey), KeyError> {
         let ring = self.ring.clone();
         let tenant = tenant.clone();
         tokio::task::spawn_blocking(move || {
@@ -170,76 +185,13 @@ impl KeyService {
         }
     }
 
-    async fn announce(&self, kind: &str, tenant: &TenantId, kid: Option<&Kid>) {
-        self.publish(Event {
-            kid: kid.cloned(),
-            ..Event::about(kind, tenant)
-        })
-        .await;
-    }
-
-    /// Publishes `event`, retrying a little: the change it reports is
-    /// committed already.
-    pub async fn publish(&self, mut event: Event) {
-        event.at_ms = Some(clock::unix_millis());
-        let (kind, tenant) = (event.kind.clone(), event.tenant.clone());
-        // The change is committed: try hard to tell everyone. Replicas that
-        // still miss it drop their cached entry when it expires.
-        for attempt in 1..=3u32 {
-            match self.coord.publish(&event).await {
-                Ok(()) => return,
-                Err(err) => {
-                    tracing::warn!(error = %err, kind, tenant = ?tenant, attempt, "could not publish event");
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-                }
-            }
+    /// After a committed change of `event.tenant()`'s keys: drop the
+    /// local entry, then tell the other replicas and the edges.
+    async fn changed(&self, event: Event) {
+        if let Some(tenant) = event.tenant() {
+            self.cache.invalidate(tenant);
         }
-    }
-
-    /// Creates a tenant and its first active key.
-    pub async fn create_tenant(
-        &self,
-        id: TenantId,
-        display_name: String,
-        token_ttl_seconds: i32,
-        actor: &str,
-    ) -> Result<TenantRecord, KeyError> {
-        let (key, row) = self.generate(&id).await?;
-        let tenant = TenantRecord {
-            id: id.clone(),
-            display_name,
-            token_ttl_seconds,
-            created_at: clock::now(),
-            disabled_at: None,
-        };
-        let audit = NewAuditEvent {
-            tenant_id: Some(id.clone()),
-            kind: "tenant.created",
-            actor: actor.to_owned(),
-            details: serde_json::json!({ "kid": key.kid, "token_ttl_seconds": token_ttl_seconds }),
-        };
-        match self.store.create_tenant(&tenant, &row, &audit).await {
-            Err(StoreError::Conflict) => return Err(KeyError::TenantExists),
-            other => other?,
-        }
-        self.announce("tenant.created", &id, Some(&key.kid)).await;
-        Ok(tenant)
-    }
-
-    /// Disables a tenant; `NotFound` when it never existed.
-    pub async fn disable_tenant(&self, id: &TenantId, actor: &str) -> Result<(), KeyError> {
-        let audit = NewAuditEvent {
-            tenant_id: Some(id.clone()),
-            kind: "tenant.disabled",
-            actor: actor.to_owned(),
-            details: serde_json::json!({}),
-        };
-        self.store
-            .disable_tenant(id, &audit, clock::now())
-            .await?
-            .ok_or(KeyError::NotFound)?;
-        self.announce("tenant.disabled", id, None).await;
-        Ok(())
+        self.events.publish(event).await;
     }
 
     async fn lock(
@@ -310,7 +262,11 @@ impl KeyService {
         };
         let audit = NewAuditEvent {
             tenant_id: Some(id.clone()),
-            kind: "key.rotated",
+            kind: Event::KeyRotated {
+                tenant: id.clone(),
+                kid: None,
+            }
+            .kind(),
             actor: actor.to_owned(),
             details: serde_json::json!({
                 "trigger": "manual",
@@ -321,7 +277,11 @@ impl KeyService {
         };
         let outcome = self.commit(&guard, id, &change, &audit, now).await?;
         Self::release(guard).await;
-        self.announce("key.rotated", id, Some(&key.kid)).await;
+        self.changed(Event::KeyRotated {
+            tenant: id.clone(),
+            kid: Some(key.kid.clone()),
+        })
+        .await;
         if let Some(next) = &outcome.withdrawn_next {
             tracing::info!(tenant = %id, kid = %next, "staged next key withdrawn by an emergency rotation");
         }
@@ -371,6 +331,10 @@ impl KeyService {
         if was == KeyStatus::Active && !keys.iter().any(|k| k.status == KeyStatus::Next) {
             replacement = Some(self.generate(id).await?.1);
         }
+        let event = Event::KeyRevoked {
+            tenant: id.clone(),
+            kid: kid.clone(),
+        };
         let outcome = loop {
             let now = clock::now();
             let change = KeyChange::Revoke {
@@ -379,7 +343,7 @@ impl KeyService {
             };
             let audit = NewAuditEvent {
                 tenant_id: Some(id.clone()),
-                kind: "key.revoked",
+                kind: event.kind(),
                 actor: actor.to_owned(),
                 details: serde_json::json!({
                     "kid": kid,
@@ -395,7 +359,7 @@ impl KeyService {
             }
         };
         Self::release(guard).await;
-        self.announce("key.revoked", id, Some(kid)).await;
+        self.changed(event).await;
         Ok(outcome.active)
     }
 
@@ -437,7 +401,7 @@ impl KeyService {
         let settings = &self.settings.keys;
         let next = keys.iter().find(|k| k.status == KeyStatus::Next);
         let active = keys.iter().find(|k| k.status == KeyStatus::Active);
-        let (change, kind, details) = match step {
+        let (change, event, details) = match step {
             DueRotation::StageNext => {
                 let lead = seconds(
                     settings
@@ -460,7 +424,7 @@ impl KeyService {
                         key: row,
                         activate_after,
                     },
-                    "key.staged",
+                    Event::KeyStaged { tenant: id.clone() },
                     serde_json::json!({
                         "trigger": "scheduled",
                         "kid": key.kid,
@@ -478,7 +442,10 @@ impl KeyService {
                     KeyChange::PromoteNext {
                         publish_until: self.publish_until(&tenant, now),
                     },
-                    "key.rotated",
+                    Event::KeyRotated {
+                        tenant: id.clone(),
+                        kid: Some(next.kid.clone()),
+                    },
                     serde_json::json!({
                         "trigger": "scheduled",
                         "kid": next.kid,
@@ -489,13 +456,13 @@ impl KeyService {
         };
         let audit = NewAuditEvent {
             tenant_id: Some(id.clone()),
-            kind,
+            kind: event.kind(),
             actor: "scheduler".to_owned(),
             details,
         };
         self.commit(&guard, id, &change, &audit, now).await?;
         Self::release(guard).await;
-        self.announce(kind, id, None).await;
+        self.changed(event).await;
         Ok(true)
     }
 
@@ -528,7 +495,7 @@ impl KeyService {
                 .await?;
         }
         if rewrapped > 0 {
-            self.publish(Event::platform("master_key.rewrapped")).await;
+            self.events.publish(Event::MasterKeyRewrapped).await;
         }
         Ok(RewrapReport { version, rewrapped })
     }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use keysilo_store::StoreError;
+
 /// An error of the token, introspection or revocation endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
@@ -28,15 +30,31 @@ pub enum OAuthError {
     /// The requested scope exceeds what the client or user may hold.
     #[error("invalid_scope")]
     InvalidScope,
-    /// Too many requests; retry after the given time.
-    #[error("slow_down")]
+    /// Too many requests; retry after the given time. RFC 6749 has no
+    /// code for rate limiting; this one tells clients to come back later.
+    #[error("temporarily_unavailable")]
     RateLimited(Duration),
-    /// A dependency is down or the password pool is saturated.
+    /// The password pool is saturated.
     #[error("temporarily_unavailable")]
     TemporarilyUnavailable,
+    /// The tenant's key cannot sign (no usable active key).
+    #[error("temporarily_unavailable")]
+    NoSigningKey,
+    /// PostgreSQL failed or refused; answered like any store error.
+    #[error("server_error")]
+    Store(#[from] StoreError),
+    /// Something that should not fail did (randomness, signing, hashing);
+    /// logged with its cause, answered with a bare 500.
+    #[error("server_error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl OAuthError {
+    /// An unexpected failure of `err`.
+    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(err))
+    }
+
     /// A human-readable description, safe to show the caller.
     pub fn description(&self) -> &str {
         match self {
@@ -47,7 +65,10 @@ impl OAuthError {
             Self::UnsupportedGrantType => "unsupported grant_type",
             Self::InvalidScope => "the requested scope is not allowed",
             Self::RateLimited(_) => "too many requests; retry later",
-            Self::TemporarilyUnavailable => "the service is temporarily unavailable; retry later",
+            Self::TemporarilyUnavailable | Self::NoSigningKey => {
+                "the service is temporarily unavailable; retry later"
+            }
+            Self::Store(_) | Self::Internal(_) => "unexpected error",
         }
     }
 }

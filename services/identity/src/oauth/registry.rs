@@ -1,28 +1,65 @@
-//! Registration of clients and users, shared by the admin API and the
-//! `bootstrap` command.
+//! Registration of clients and users: create, rotate a secret, disable.
+//! [`RegistryService`] is shared by the admin API and the `bootstrap`
+//! command; it drops cached clients and announces each change itself.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
+use keysilo_coord::Event;
 use keysilo_store::{ClientRecord, NewAuditEvent, Store, StoreError, TlsClientAuth, UserRecord};
 use keysilo_tls::CertificateMatch;
 use keysilo_types::TenantId;
 use zeroize::Zeroizing;
 
+use super::clients::ClientCache;
 use super::credentials::{SecretHasher, new_client_id, new_secret};
-use super::grants::GRANT_TYPES;
 use super::passwords::{PasswordError, Passwords};
+use super::request::{GrantType, plain};
 use super::scope::{self, ADMIN};
 use crate::clock;
-use crate::error::ApiError;
+use crate::events::Events;
+use crate::keys::{KeyCache, KeyError};
 
-pub(crate) fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(message.into())
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registration is malformed; the message is safe to show.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such tenant, client or user.
+    #[error("not found")]
+    NotFound,
+    /// The username is taken within the tenant.
+    #[error("a user with this username exists")]
+    UsernameTaken,
+    /// The password pool is saturated; retry later.
+    #[error("the password pool is busy")]
+    Busy(#[source] PasswordError),
+    /// Looking the tenant up failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// PostgreSQL failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Randomness or hashing failed (not expected).
+    #[error("unexpected failure")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-pub(crate) fn display_text(value: &str, what: &str) -> Result<String, ApiError> {
+fn internal(err: impl std::error::Error + Send + Sync + 'static) -> RegistryError {
+    RegistryError::Internal(Box::new(err))
+}
+
+fn bad(message: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid(message.into())
+}
+
+/// A display text (a name): trimmed, 1 to 200 characters, none of them
+/// control characters; the error is the message to show.
+pub(crate) fn display_text(value: &str, what: &str) -> Result<String, String> {
     let value = value.trim();
     if value.is_empty() || value.chars().count() > 200 || value.chars().any(char::is_control) {
-        return Err(bad(format!("{what} must be 1 to 200 printable characters")));
+        return Err(format!("{what} must be 1 to 200 printable characters"));
     }
     Ok(value.to_owned())
 }
@@ -37,7 +74,7 @@ fn unique(values: Vec<String>) -> Vec<String> {
 
 /// An origin as browsers send it: scheme, host and port only, default
 /// ports dropped, lower case.
-fn origin(raw: &str) -> Result<String, ApiError> {
+fn origin(raw: &str) -> Result<String, RegistryError> {
     let invalid = || bad(format!("`{raw}` is not an origin (scheme://host[:port])"));
     let url = url::Url::parse(raw).map_err(|_| invalid())?;
     let plain = matches!(url.scheme(), "http" | "https")
@@ -85,24 +122,22 @@ impl NewClient {
         scopes: Vec<String>,
         audience: Vec<String>,
         allowed_origins: Vec<String>,
-    ) -> Result<Self, ApiError> {
-        let name = display_text(name, "name")?;
+    ) -> Result<Self, RegistryError> {
+        let name = display_text(name, "name").map_err(RegistryError::Invalid)?;
         let grant_types = unique(grant_types);
-        if grant_types.is_empty()
-            || grant_types
-                .iter()
-                .any(|g| !GRANT_TYPES.contains(&g.as_str()))
-        {
+        if grant_types.is_empty() || grant_types.iter().any(|g| GrantType::parse(g).is_none()) {
             return Err(bad(format!(
                 "grant_types must be a non-empty subset of {}",
-                GRANT_TYPES.join(", ")
+                GrantType::names().join(", ")
             )));
         }
         let scopes = unique(scopes);
         if scopes.len() > 100 || scopes.iter().any(|s| !scope::is_scope_token(s)) {
             return Err(bad("scopes must be at most 100 valid scope tokens"));
         }
-        if grant_types.iter().any(|g| g == "client_credentials")
+        if grant_types
+            .iter()
+            .any(|g| g == GrantType::ClientCredentials.as_str())
             && scopes.iter().any(|s| s == ADMIN)
         {
             return Err(bad(
@@ -110,7 +145,7 @@ impl NewClient {
             ));
         }
         let audience = unique(audience);
-        if audience.len() > 20 || audience.iter().any(|a| !super::grants::plain(a, 200)) {
+        if audience.len() > 20 || audience.iter().any(|a| !plain(a, 200)) {
             return Err(bad("audience must be at most 20 non-empty values"));
         }
         if allowed_origins.len() > 50 {
@@ -152,7 +187,7 @@ impl NewClient {
         method: Option<&str>,
         certificate: &[(&str, Option<String>)],
         bound: Option<bool>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, RegistryError> {
         let given: Vec<(&str, &String)> = certificate
             .iter()
             .filter_map(|(name, value)| value.as_ref().map(|v| (*name, v)))
@@ -215,8 +250,8 @@ impl NewUser {
         username: &str,
         password: Zeroizing<String>,
         roles: Vec<String>,
-    ) -> Result<Self, ApiError> {
-        let username = display_text(username, "username")?;
+    ) -> Result<Self, RegistryError> {
+        let username = display_text(username, "username").map_err(RegistryError::Invalid)?;
         if !(8..=1024).contains(&password.chars().count()) {
             return Err(bad("password must be 8 to 1024 characters"));
         }
@@ -232,30 +267,74 @@ impl NewUser {
     }
 }
 
-fn internal(err: impl Into<anyhow::Error>) -> ApiError {
-    ApiError::Unexpected(err.into())
+/// A client's new secret and until when the previous one still works.
+pub struct RotatedSecret {
+    /// The new secret, shown this once.
+    pub secret: Zeroizing<String>,
+    /// When the previous secret stops working.
+    pub previous_expires_at: std::time::SystemTime,
 }
 
-/// Creates clients and users.
-#[derive(Debug, Clone, Copy)]
-pub struct Registry<'a> {
-    /// The database.
-    pub store: &'a Store,
-    /// How client secrets are stored.
-    pub secrets: &'a SecretHasher,
-    /// How passwords are hashed.
-    pub passwords: &'a Passwords,
+/// What [`RegistryService::disable`] disables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// An OAuth2 client.
+    Client,
+    /// A user.
+    User,
 }
 
-impl Registry<'_> {
-    /// Registers a client; returns it with its secret, shown this once
-    /// (none for a client that authenticates with a certificate).
+/// Creates, rotates and disables clients and users. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RegistryService {
+    store: Store,
+    secrets: Arc<SecretHasher>,
+    passwords: Passwords,
+    cache: Arc<KeyCache>,
+    clients: Arc<ClientCache>,
+    events: Events,
+    /// How long a replaced client secret keeps working.
+    secret_overlap: std::time::Duration,
+}
+
+impl RegistryService {
+    /// Puts the pieces together.
+    pub fn new(
+        store: Store,
+        secrets: Arc<SecretHasher>,
+        passwords: Passwords,
+        cache: Arc<KeyCache>,
+        clients: Arc<ClientCache>,
+        events: Events,
+        secret_overlap: std::time::Duration,
+    ) -> Self {
+        Self {
+            store,
+            secrets,
+            passwords,
+            cache,
+            clients,
+            events,
+            secret_overlap,
+        }
+    }
+
+    /// Refuses a tenant that does not exist or is disabled.
+    async fn live_tenant(&self, id: &TenantId) -> Result<(), RegistryError> {
+        self.cache.get(id).await?.ok_or(RegistryError::NotFound)?;
+        Ok(())
+    }
+
+    /// Registers a client of an enabled tenant; returns it with its secret,
+    /// shown this once (none for a client that authenticates with a
+    /// certificate).
     pub async fn create_client(
         &self,
         tenant: &TenantId,
         new: NewClient,
         actor: &str,
-    ) -> Result<(ClientRecord, Option<Zeroizing<String>>), ApiError> {
+    ) -> Result<(ClientRecord, Option<Zeroizing<String>>), RegistryError> {
+        self.live_tenant(tenant).await?;
         let id = new_client_id().map_err(internal)?;
         let (secret, tls_client_auth) = match &new.authentication {
             ClientAuthentication::Secret => {
@@ -297,22 +376,125 @@ impl Registry<'_> {
             details: serde_json::json!({ "client_id": id, "grant_types": record.grant_types }),
         };
         self.store.insert_client(&record, &audit).await?;
+        // This replica may remember that the id did not exist.
+        self.clients.invalidate(tenant, &record.id);
         Ok((record, secret))
     }
 
-    /// Creates a user; the password is hashed with argon2id.
+    /// Gives a client a new secret; the previous one keeps working for the
+    /// configured overlap. A certificate client has no secret to rotate.
+    pub async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        actor: &str,
+    ) -> Result<RotatedSecret, RegistryError> {
+        self.live_tenant(tenant).await?;
+        if self
+            .clients
+            .get(tenant, id)
+            .await?
+            .is_some_and(|client| client.tls_client_auth.is_some())
+        {
+            return Err(bad(
+                "this client authenticates with its certificate and has no secret",
+            ));
+        }
+        let secret = Zeroizing::new(new_secret().map_err(internal)?);
+        let now = clock::now();
+        let until = now.checked_add(self.secret_overlap).unwrap_or(now);
+        let event = Event::ClientSecretRotated {
+            tenant: tenant.clone(),
+            client: id.to_owned(),
+        };
+        let audit = NewAuditEvent {
+            tenant_id: Some(tenant.clone()),
+            kind: event.kind(),
+            actor: actor.to_owned(),
+            details: serde_json::json!({ "client_id": id, "previous_secret_expires_at": clock::rfc3339(until) }),
+        };
+        let hash = self.secrets.hash(&secret).map_err(internal)?;
+        if !self
+            .store
+            .rotate_client_secret(tenant, id, &hash, until, &audit, now)
+            .await?
+        {
+            return Err(RegistryError::NotFound);
+        }
+        self.clients.invalidate(tenant, id);
+        self.events.publish(event).await;
+        Ok(RotatedSecret {
+            secret,
+            previous_expires_at: until,
+        })
+    }
+
+    /// Disables a client or a user: audited, its refresh families revoked
+    /// (in the store), this replica's cache dropped, and an event for the
+    /// other replicas and the edges, which refuse its tokens and close its
+    /// sessions.
+    pub async fn disable(
+        &self,
+        tenant: &TenantId,
+        what: Principal,
+        id: &str,
+        actor: &str,
+    ) -> Result<(), RegistryError> {
+        self.live_tenant(tenant).await?;
+        let (event, field) = match what {
+            Principal::Client => (
+                Event::ClientDisabled {
+                    tenant: tenant.clone(),
+                    client: id.to_owned(),
+                },
+                "client_id",
+            ),
+            Principal::User => (
+                Event::UserDisabled {
+                    tenant: tenant.clone(),
+                    user: id.to_owned(),
+                },
+                "user_id",
+            ),
+        };
+        let mut details = serde_json::Map::new();
+        details.insert(field.into(), id.into());
+        let audit = NewAuditEvent {
+            tenant_id: Some(tenant.clone()),
+            kind: event.kind(),
+            actor: actor.to_owned(),
+            details: details.into(),
+        };
+        let now = clock::now();
+        let found = match what {
+            Principal::Client => self.store.disable_client(tenant, id, &audit, now).await?,
+            Principal::User => self.store.disable_user(tenant, id, &audit, now).await?,
+        };
+        if !found {
+            return Err(RegistryError::NotFound);
+        }
+        if what == Principal::Client {
+            self.clients.invalidate(tenant, id);
+        }
+        self.events.publish(event).await;
+        Ok(())
+    }
+
+    /// Creates a user of an enabled tenant; the password is hashed with
+    /// argon2id.
     pub async fn create_user(
         &self,
         tenant: &TenantId,
         new: NewUser,
         actor: &str,
-    ) -> Result<UserRecord, ApiError> {
+    ) -> Result<UserRecord, RegistryError> {
+        self.live_tenant(tenant).await?;
         let hash = self
             .passwords
             .hash(new.password)
             .await
             .map_err(|err| match err {
-                PasswordError::Busy => ApiError::Unavailable(err.into()),
+                PasswordError::Busy => RegistryError::Busy(err),
                 other => internal(other),
             })?;
         let id = uuid::Uuid::new_v4().to_string();
@@ -332,10 +514,8 @@ impl Registry<'_> {
             details: serde_json::json!({ "user_id": id, "roles": record.roles }),
         };
         match self.store.insert_user(&record, &audit).await {
-            Err(StoreError::Conflict) => Err(ApiError::Conflict(
-                "a user with this username exists".into(),
-            )),
-            other => other.map(|()| record).map_err(ApiError::from),
+            Err(StoreError::Conflict) => Err(RegistryError::UsernameTaken),
+            other => other.map(|()| record).map_err(RegistryError::from),
         }
     }
 }

@@ -1,9 +1,6 @@
 //! `/admin/v1/tenants/{T}/clients` and `/users`: OAuth2 clients and users.
 
 use actix_web::{HttpResponse, web};
-use keysilo_coord::Event;
-use keysilo_store::NewAuditEvent;
-use keysilo_types::TenantId;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -11,8 +8,7 @@ use super::tenants::tenant_in_path;
 use crate::auth::{AdminCaller, authorize_tenant};
 use crate::clock;
 use crate::error::ApiError;
-use crate::oauth::credentials::new_secret;
-use crate::oauth::registry::{NewClient, NewUser, Registry};
+use crate::oauth::registry::{NewClient, NewUser, Principal, RegistryError};
 use crate::state::AppState;
 
 /// Body of `POST …/clients`.
@@ -49,7 +45,7 @@ pub struct CreateClient {
 impl CreateClient {
     /// The registration this body describes, validated as the route does
     /// (also what `fuzz/fuzz_targets/json.rs` drives).
-    pub fn validate(self) -> Result<NewClient, ApiError> {
+    pub fn validate(self) -> Result<NewClient, RegistryError> {
         NewClient::parse(
             &self.name,
             self.grant_types,
@@ -74,22 +70,6 @@ impl CreateClient {
     }
 }
 
-fn internal(err: impl Into<anyhow::Error>) -> ApiError {
-    ApiError::Unexpected(err.into())
-}
-
-fn registry(state: &AppState) -> Registry<'_> {
-    Registry {
-        store: &state.store,
-        secrets: &state.secrets,
-        passwords: &state.passwords,
-    }
-}
-
-async fn announce(state: &AppState, event: Event) {
-    state.keys.publish(event).await;
-}
-
 /// `POST /admin/v1/tenants/{T}/clients`: registers a client; the secret is
 /// in this response only. **Permissions:** platform admin, or a tenant
 /// admin of `T`.
@@ -106,11 +86,10 @@ pub async fn post_client(
     let body = body.into_inner();
     let method = body.token_endpoint_auth_method.clone();
     let new = body.validate()?;
-    live_tenant(&state, &tenant).await?;
-    let (record, secret) = registry(&state)
+    let (record, secret) = state
+        .registry
         .create_client(&tenant, new, &actor.name())
         .await?;
-    state.clients.invalidate(&tenant, &record.id);
     let mut document = serde_json::json!({
         "client_id": record.id,
         "name": record.name,
@@ -158,45 +137,12 @@ pub async fn post_client_secret(
     let (tenant, id) = path.into_inner();
     let tenant = tenant_in_path(&tenant)?;
     let actor = authorize_tenant(&state, &caller, &tenant).await?;
-    live_tenant(&state, &tenant).await?;
-    if state
-        .clients
-        .get(&tenant, &id)
-        .await?
-        .is_some_and(|client| client.tls_client_auth.is_some())
-    {
-        return Err(ApiError::BadRequest(
-            "this client authenticates with its certificate and has no secret".into(),
-        ));
-    }
-    let secret = Zeroizing::new(new_secret().map_err(internal)?);
-    let now = clock::now();
-    let overlap =
-        std::time::Duration::from_secs(state.settings.tokens.client_secret_overlap_seconds);
-    let until = now.checked_add(overlap).unwrap_or(now);
-    let audit = NewAuditEvent {
-        tenant_id: Some(tenant.clone()),
-        kind: "client.secret_rotated",
-        actor: actor.name(),
-        details: serde_json::json!({ "client_id": id, "previous_secret_expires_at": clock::rfc3339(until) }),
-    };
-    let hash = state.secrets.hash(&secret).map_err(internal)?;
-    if !state
-        .store
-        .rotate_client_secret(&tenant, &id, &hash, until, &audit, now)
-        .await?
-    {
-        return Err(ApiError::NotFound);
-    }
-    state.clients.invalidate(&tenant, &id);
-    announce(
-        &state,
-        Event {
-            client: Some(id.clone()),
-            ..Event::about("client.secret_rotated", &tenant)
-        },
-    )
-    .await;
+    let rotated = state
+        .registry
+        .rotate_secret(&tenant, &id, &actor.name())
+        .await?;
+    let until = rotated.previous_expires_at;
+    let secret = rotated.secret;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(serde_json::json!({
@@ -206,60 +152,20 @@ pub async fn post_client_secret(
         })))
 }
 
-/// What `DELETE …/clients/{id}` and `DELETE …/users/{id}` disable.
-#[derive(Debug, Clone, Copy)]
-enum Disable {
-    Client,
-    User,
-}
-
-/// Disables a client or a user: audited, refresh families revoked (in the
-/// store), caches dropped here, and an event for the other replicas and the
-/// edges, which refuse its tokens and close its sessions.
+/// Disables a client or a user (`RegistryService::disable`).
 async fn disable(
     caller: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    what: Disable,
+    what: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, id) = path.into_inner();
     let tenant = tenant_in_path(&tenant)?;
     let actor = authorize_tenant(&state, &caller, &tenant).await?;
-    live_tenant(&state, &tenant).await?;
-    let (kind, field) = match what {
-        Disable::Client => ("client.disabled", "client_id"),
-        Disable::User => ("user.disabled", "user_id"),
-    };
-    let mut details = serde_json::Map::new();
-    details.insert(field.into(), id.clone().into());
-    let audit = NewAuditEvent {
-        tenant_id: Some(tenant.clone()),
-        kind,
-        actor: actor.name(),
-        details: details.into(),
-    };
-    let now = clock::now();
-    let found = match what {
-        Disable::Client => {
-            state
-                .store
-                .disable_client(&tenant, &id, &audit, now)
-                .await?
-        }
-        Disable::User => state.store.disable_user(&tenant, &id, &audit, now).await?,
-    };
-    if !found {
-        return Err(ApiError::NotFound);
-    }
-    let mut event = Event::about(kind, &tenant);
-    match what {
-        Disable::Client => {
-            state.clients.invalidate(&tenant, &id);
-            event.client = Some(id);
-        }
-        Disable::User => event.user = Some(id),
-    }
-    announce(&state, event).await;
+    state
+        .registry
+        .disable(&tenant, what, &id, &actor.name())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -271,7 +177,7 @@ pub async fn delete_client(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    disable(caller, state, path, Disable::Client).await
+    disable(caller, state, path, Principal::Client).await
 }
 
 /// Body of `POST …/users`.
@@ -286,7 +192,7 @@ pub struct CreateUser {
 
 impl CreateUser {
     /// The user this body describes, validated as the route does.
-    pub fn validate(self) -> Result<NewUser, ApiError> {
+    pub fn validate(self) -> Result<NewUser, RegistryError> {
         NewUser::parse(&self.username, Zeroizing::new(self.password), self.roles)
     }
 }
@@ -312,8 +218,8 @@ pub async fn post_user(
     let tenant = tenant_in_path(&path)?;
     let actor = authorize_tenant(&state, &caller, &tenant).await?;
     let new = body.into_inner().validate()?;
-    live_tenant(&state, &tenant).await?;
-    let record = registry(&state)
+    let record = state
+        .registry
         .create_user(&tenant, new, &actor.name())
         .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({
@@ -332,11 +238,5 @@ pub async fn delete_user(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    disable(caller, state, path, Disable::User).await
-}
-
-/// Refuses a tenant that does not exist or is disabled.
-async fn live_tenant(state: &AppState, id: &TenantId) -> Result<(), ApiError> {
-    state.cache.get(id).await?.ok_or(ApiError::NotFound)?;
-    Ok(())
+    disable(caller, state, path, Principal::User).await
 }

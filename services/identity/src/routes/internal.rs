@@ -2,6 +2,9 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use keysilo_coord::RevocationSnapshot;
+use keysilo_types::{Kid, TenantId};
+
 use crate::auth::same_secret_as_any;
 use crate::clock;
 use crate::error::ApiError;
@@ -22,19 +25,39 @@ pub async fn get_revocations(
         .collect();
     same_secret_as_any(&req, &keys)?;
     let now = clock::now();
-    let snapshot = state.store.revocation_snapshot(now).await?;
+    let stored = state.store.revocation_snapshot(now).await?;
+    // The database's ids were valid when written; one that no longer
+    // parses is corruption, and half a snapshot would hide it.
+    let tenant = |id: &str| TenantId::parse(id).map_err(|err| ApiError::Unexpected(err.into()));
+    let pairs = |rows: &[(String, String)]| -> Result<Vec<(TenantId, String)>, ApiError> {
+        rows.iter()
+            .map(|(t, id)| Ok((tenant(t)?, id.clone())))
+            .collect()
+    };
+    let snapshot = RevocationSnapshot {
+        generated_at: clock::unix_of(now),
+        tenants: stored
+            .tenants
+            .iter()
+            .map(|t| tenant(t))
+            .collect::<Result<_, _>>()?,
+        kids: stored
+            .kids
+            .iter()
+            .map(|(t, k)| {
+                let kid = Kid::parse(k).map_err(|err| ApiError::Unexpected(err.into()))?;
+                Ok((tenant(t)?, kid))
+            })
+            .collect::<Result<_, ApiError>>()?,
+        clients: pairs(&stored.clients)?,
+        users: pairs(&stored.users)?,
+        jtis: stored
+            .jtis
+            .iter()
+            .map(|(t, jti, exp)| Ok((tenant(t)?, jti.clone(), clock::unix_of(*exp))))
+            .collect::<Result<_, ApiError>>()?,
+    };
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({
-            "generated_at": clock::unix_of(now),
-            "tenants": snapshot.tenants,
-            "kids": snapshot.kids,
-            "clients": snapshot.clients,
-            "users": snapshot.users,
-            "jtis": snapshot
-                .jtis
-                .iter()
-                .map(|(tenant, jti, exp)| serde_json::json!([tenant, jti, clock::unix_of(*exp)]))
-                .collect::<Vec<_>>(),
-        })))
+        .json(snapshot))
 }

@@ -65,7 +65,6 @@ pub async fn post_rotate(
     let result = if rotation.is_ok() { "ok" } else { "failed" };
     state.metrics.rotations("manual", result, 1);
     let rotation = rotation?;
-    state.cache.invalidate(&id);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "kid": rotation.active,
         "status": "active",
@@ -86,7 +85,6 @@ pub async fn post_revoke(
     let actor = authorize_tenant(&state, &caller, &id).await?;
     let kid = Kid::parse(&kid).map_err(|_| ApiError::NotFound)?;
     let active = state.keys.revoke(&id, &kid, &actor.name()).await?;
-    state.cache.invalidate(&id);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "kid": kid,
         "status": "revoked",

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource.
 
 mod clients;
+pub mod form;
 mod health;
 mod internal;
 mod keys;
@@ -15,7 +16,7 @@ use actix_web::{HttpResponse, web};
 pub use clients::{CreateClient, CreateUser};
 pub use health::{get_healthz, get_metrics, get_readyz};
 pub use keys::master_key_status;
-pub use tenants::{CreateTenant, NewTenant};
+pub use tenants::CreateTenant;
 
 /// Largest admin JSON body accepted.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;

@@ -3,47 +3,21 @@
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::StreamExt as _;
 
+use super::form::oauth_request;
 use super::tenants::tenant_in_path;
 use crate::error::ApiError;
 use crate::keys::TenantEntry;
 use crate::oauth::OAuthError;
-use crate::oauth::grants;
 use crate::state::AppState;
-use keysilo_tls::PeerCertificate;
 
-/// Largest form body accepted by the OAuth2 endpoints.
-const FORM_LIMIT: usize = 16 * 1024;
-
-/// Reads the body, refusing more than [`FORM_LIMIT`] bytes with a 413.
-async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::BadRequest("unreadable body".into()))?;
-        if body.len() + chunk.len() > FORM_LIMIT {
-            return Err(ApiError::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Everything the three endpoints do first: the tenant (404 if unknown or
-/// disabled), the per-address limit, the form, and client authentication.
-async fn prelude(
+/// The tenant of the path (404 if unknown or disabled), after the
+/// per-address limit.
+async fn tenant_of(
     req: &HttpRequest,
     state: &AppState,
     tenant: &str,
-    payload: web::Payload,
-) -> Result<
-    (
-        Arc<TenantEntry>,
-        Arc<keysilo_store::ClientRecord>,
-        std::collections::HashMap<String, String>,
-    ),
-    ApiError,
-> {
+) -> Result<Arc<TenantEntry>, ApiError> {
     let id = tenant_in_path(tenant)?;
     let tenant = state.cache.get(&id).await?.ok_or(ApiError::NotFound)?;
     if let Some(address) = client_address(req, &state.settings.limits.trusted_proxies) {
@@ -52,17 +26,7 @@ async fn prelude(
             OAuthError::RateLimited(wait)
         })?;
     }
-    grants::require_form(req)?;
-    let body = read_body(payload).await?;
-    let mut params = grants::parse_form(&body)?;
-    let credentials = grants::client_credentials(req, &mut params);
-    let peer = req.conn_data::<PeerCertificate>();
-    let client = match credentials {
-        Ok(credentials) => grants::authenticate(state, &tenant, &credentials, peer).await,
-        Err(err) => Err(err.into()),
-    };
-    let client = refusal(req, state, &tenant, client)?;
-    Ok((tenant, client, params))
+    Ok(tenant)
 }
 
 /// Counts and logs a refused client authentication or grant, with the
@@ -71,11 +35,11 @@ fn refusal<T>(
     req: &HttpRequest,
     state: &AppState,
     tenant: &TenantEntry,
-    outcome: Result<T, ApiError>,
-) -> Result<T, ApiError> {
+    outcome: Result<T, OAuthError>,
+) -> Result<T, OAuthError> {
     let reason = match &outcome {
-        Err(ApiError::OAuth(OAuthError::InvalidClient { .. })) => "invalid_client",
-        Err(ApiError::OAuth(OAuthError::InvalidGrant(_))) => "invalid_grant",
+        Err(OAuthError::InvalidClient { .. }) => "invalid_client",
+        Err(OAuthError::InvalidGrant(_)) => "invalid_grant",
         _ => return outcome,
     };
     state
@@ -129,33 +93,13 @@ pub async fn post_token(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, client, mut params) = prelude(&req, &state, &path, payload).await?;
-    state
-        .limits
-        .client(&format!("{}/{}", tenant.tenant.id, client.id))
-        .map_err(|wait| {
-            state.metrics.rate_limited("client");
-            OAuthError::RateLimited(wait)
-        })?;
-    let grant = params
-        .remove("grant_type")
-        .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
-    let binding = grants::certificate_binding(&client, req.conn_data::<PeerCertificate>())?;
-    let binding = binding.as_deref();
-    let response = match grant.as_str() {
-        "client_credentials" => {
-            grants::client_credentials_grant(&state, &tenant, &client, binding, &params)
-        }
-        "password" => grants::password_grant(&state, &tenant, &client, binding, &mut params).await,
-        "refresh_token" => {
-            grants::refresh_token_grant(&state, &tenant, &client, binding, &params).await
-        }
-        _ => return Err(OAuthError::UnsupportedGrantType.into()),
-    };
-    let response = refusal(&req, &state, &tenant, response)?;
+    let tenant = tenant_of(&req, &state, &path).await?;
+    let request = oauth_request(&req, payload).await?;
+    let outcome = state.oauth.token(&tenant, request).await;
+    let (grant, response) = refusal(&req, &state, &tenant, outcome)?;
     state
         .metrics
-        .token_issued(tenant.tenant.id.as_str(), &grant);
+        .token_issued(tenant.tenant.id.as_str(), grant.as_str());
     Ok(no_store(HttpResponse::Ok()).json(response))
 }
 
@@ -168,11 +112,10 @@ pub async fn post_introspect(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, _client, params) = prelude(&req, &state, &path, payload).await?;
-    let token = params
-        .get("token")
-        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
-    let answer = grants::introspect(&state, &tenant, token).await?;
+    let tenant = tenant_of(&req, &state, &path).await?;
+    let request = oauth_request(&req, payload).await?;
+    let outcome = state.oauth.introspect(&tenant, request).await;
+    let answer = refusal(&req, &state, &tenant, outcome)?;
     Ok(no_store(HttpResponse::Ok()).json(answer))
 }
 
@@ -185,10 +128,9 @@ pub async fn post_revoke(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, client, params) = prelude(&req, &state, &path, payload).await?;
-    let token = params
-        .get("token")
-        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
-    grants::revoke(&state, &tenant, &client, token).await?;
+    let tenant = tenant_of(&req, &state, &path).await?;
+    let request = oauth_request(&req, payload).await?;
+    let outcome = state.oauth.revoke(&tenant, request).await;
+    refusal(&req, &state, &tenant, outcome)?;
     Ok(no_store(HttpResponse::Ok()).finish())
 }

@@ -8,9 +8,12 @@
 //! property-based API test (`integration-tests/tests/it/api_property.rs`)
 //! checks every answer against them.
 
+use keysilo_types::TENANT_ID_PATTERN;
 use serde_json::{Value, json};
 
 use super::Endpoint;
+use crate::oauth::GrantType;
+use crate::tenants::TOKEN_TTL_RANGE;
 
 fn error_response(description: &str) -> Value {
     json!({
@@ -128,7 +131,7 @@ pub fn token() -> Value {
         for (name, value) in [
             (
                 "grant_type",
-                json!({ "type": "string", "enum": ["client_credentials", "password", "refresh_token"] }),
+                json!({ "type": "string", "enum": GrantType::names() }),
             ),
             ("scope", json!({ "type": "string" })),
             ("username", json!({ "type": "string" })),
@@ -589,9 +592,9 @@ fn components() -> Value {
             "TenantCreate": {
                 "type": "object", "required": ["id", "display_name"], "additionalProperties": false,
                 "properties": {
-                    "id": { "type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,62}$" },
+                    "id": { "type": "string", "pattern": TENANT_ID_PATTERN },
                     "display_name": string,
-                    "token_ttl_seconds": { "type": "integer", "minimum": 5, "maximum": 86400 }
+                    "token_ttl_seconds": { "type": "integer", "minimum": TOKEN_TTL_RANGE.start(), "maximum": TOKEN_TTL_RANGE.end() }
                 }
             },
             "Tenant": {
@@ -615,7 +618,7 @@ fn components() -> Value {
                 "type": "object", "required": ["name", "grant_types"], "additionalProperties": false,
                 "properties": {
                     "name": string,
-                    "grant_types": { "type": "array", "items": { "type": "string", "enum": ["client_credentials", "password", "refresh_token"] } },
+                    "grant_types": { "type": "array", "items": { "type": "string", "enum": GrantType::names() } },
                     "scopes": strings, "audience": strings, "allowed_origins": strings,
                     "token_endpoint_auth_method": { "type": "string", "enum": ["client_secret_basic", "client_secret_post", "tls_client_auth"] },
                     "tls_client_auth_subject_dn": string, "tls_client_auth_san_dns": string,

@@ -2,13 +2,14 @@
 
 use actix_web::{HttpResponse, web};
 use keysilo_store::TenantRecord;
-use keysilo_types::{IdError, TenantId};
+use keysilo_types::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AdminCaller, PlatformAdmin, authorize_tenant};
 use crate::clock;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tenants::{NewTenant, TenantError};
 
 /// Body of `POST /admin/v1/tenants`.
 #[derive(Debug, Deserialize)]
@@ -35,7 +36,7 @@ pub struct TenantView {
 
 impl TenantView {
     fn new(tenant: &TenantRecord, state: &AppState) -> Self {
-        let issuer = state.cache.issuer(&tenant.id);
+        let issuer = state.tenants.issuer(&tenant.id);
         Self {
             id: tenant.id.to_string(),
             display_name: tenant.display_name.clone(),
@@ -54,43 +55,10 @@ pub fn tenant_in_path(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|_| ApiError::NotFound)
 }
 
-/// A validated tenant.
-#[derive(Debug)]
-pub struct NewTenant {
-    id: TenantId,
-    display_name: String,
-    token_ttl_seconds: i32,
-}
-
 impl CreateTenant {
     /// The tenant this body describes, validated as the route does.
-    pub fn validate(self) -> Result<NewTenant, ApiError> {
-        let body = self;
-        let id = TenantId::parse(&body.id).map_err(|err| match err {
-            IdError::Reserved(_) => ApiError::BadRequest(format!("tenant id: {err}")),
-            _ => ApiError::BadRequest(format!("{err}")),
-        })?;
-        let display_name = body.display_name.trim().to_owned();
-        if display_name.is_empty()
-            || display_name.chars().count() > 200
-            || display_name.chars().any(char::is_control)
-        {
-            return Err(ApiError::BadRequest(
-                "display_name must be 1 to 200 printable characters".into(),
-            ));
-        }
-        let ttl = body.token_ttl_seconds.unwrap_or(900);
-        let token_ttl_seconds = i32::try_from(ttl)
-            .ok()
-            .filter(|t| (5..=86_400).contains(t))
-            .ok_or_else(|| {
-                ApiError::BadRequest("token_ttl_seconds must be between 5 and 86400".into())
-            })?;
-        Ok(NewTenant {
-            id,
-            display_name,
-            token_ttl_seconds,
-        })
+    pub fn validate(self) -> Result<NewTenant, TenantError> {
+        NewTenant::parse(&self.id, &self.display_name, self.token_ttl_seconds)
     }
 }
 
@@ -102,16 +70,7 @@ pub async fn post_tenant(
     body: web::Json<CreateTenant>,
 ) -> Result<HttpResponse, ApiError> {
     let new = body.into_inner().validate()?;
-    let tenant = state
-        .keys
-        .create_tenant(
-            new.id,
-            new.display_name,
-            new.token_ttl_seconds,
-            PlatformAdmin::ACTOR,
-        )
-        .await?;
-    state.cache.invalidate(&tenant.id);
+    let tenant = state.tenants.create(new, PlatformAdmin::ACTOR).await?;
     Ok(HttpResponse::Created().json(TenantView::new(&tenant, &state)))
 }
 
@@ -124,7 +83,7 @@ pub async fn get_tenant(
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_in_path(&path)?;
     authorize_tenant(&state, &caller, &id).await?;
-    let tenant = state.store.tenant(&id).await?.ok_or(ApiError::NotFound)?;
+    let tenant = state.tenants.get(&id).await?;
     Ok(HttpResponse::Ok().json(TenantView::new(&tenant, &state)))
 }
 
@@ -136,7 +95,6 @@ pub async fn delete_tenant(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = tenant_in_path(&path)?;
-    state.keys.disable_tenant(&id, PlatformAdmin::ACTOR).await?;
-    state.cache.invalidate(&id);
+    state.tenants.disable(&id, PlatformAdmin::ACTOR).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,0 +1,123 @@
+//! [`OAuthService`]: the token, introspection and revocation endpoints'
+//! work, given domain requests. Each job has its own module: client
+//! authentication (`authenticate`), one module per grant (`grants/`),
+//! introspection and revocation (`introspection`).
+
+use std::sync::Arc;
+
+use keysilo_config::Settings;
+use keysilo_store::{ClientRecord, Store};
+
+use super::clients::ClientCache;
+use super::credentials::SecretHasher;
+use super::grants;
+use super::limits::Limits;
+use super::passwords::Passwords;
+use super::request::{GrantType, OAuthRequest};
+use super::token::TokenResponse;
+use super::{OAuthError, introspection};
+use crate::events::Events;
+use crate::keys::{KeyCache, TenantEntry};
+use crate::metrics::Metrics;
+
+/// The OAuth2 endpoints' work. Cheap to clone; built once per replica by
+/// `crate::state::Services::build`.
+#[derive(Debug, Clone)]
+pub struct OAuthService {
+    /// The process's settings.
+    pub(crate) settings: Arc<Settings>,
+    /// PostgreSQL.
+    pub(crate) store: Store,
+    /// Tenants and their keys.
+    pub(crate) cache: Arc<KeyCache>,
+    /// Clients.
+    pub(crate) clients: Arc<ClientCache>,
+    /// How client secrets are stored.
+    pub(crate) secrets: Arc<SecretHasher>,
+    /// argon2id on a bounded pool.
+    pub(crate) passwords: Passwords,
+    /// Rate limits and password back-off.
+    pub(crate) limits: Arc<Limits>,
+    /// Metrics (rate-limit refusals).
+    pub(crate) metrics: Metrics,
+    /// Where revocations are announced.
+    pub(crate) events: Events,
+}
+
+impl OAuthService {
+    /// `POST /{T}/oauth2/token`: authenticates the client, applies its
+    /// rate limit and runs the grant it asked for.
+    pub async fn token(
+        &self,
+        tenant: &TenantEntry,
+        request: OAuthRequest<'_>,
+    ) -> Result<(GrantType, TokenResponse), OAuthError> {
+        let OAuthRequest {
+            credentials,
+            peer,
+            mut params,
+        } = request;
+        let client = self.authenticate(tenant, &credentials?, peer).await?;
+        self.limits
+            .client(&format!("{}/{}", tenant.tenant.id, client.id))
+            .map_err(|wait| {
+                self.metrics.rate_limited("client");
+                OAuthError::RateLimited(wait)
+            })?;
+        let grant = params
+            .remove("grant_type")
+            .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
+        let binding = super::authenticate::certificate_binding(&client, peer)?;
+        let grant = GrantType::parse(&grant).ok_or(OAuthError::UnsupportedGrantType)?;
+        let context = grants::Context {
+            service: self,
+            tenant,
+            client: &client,
+            binding: binding.as_deref(),
+        };
+        let response = match grant {
+            GrantType::ClientCredentials => grants::client_credentials::grant(&context, &params)?,
+            GrantType::Password => grants::password::grant(&context, &mut params).await?,
+            GrantType::RefreshToken => grants::refresh_token::grant(&context, &params).await?,
+        };
+        Ok((grant, response))
+    }
+
+    /// `POST /{T}/oauth2/introspect` (RFC 7662).
+    pub async fn introspect(
+        &self,
+        tenant: &TenantEntry,
+        request: OAuthRequest<'_>,
+    ) -> Result<serde_json::Value, OAuthError> {
+        let (_client, token) = self.authenticated_token(tenant, request).await?;
+        introspection::introspect(self, tenant, &token).await
+    }
+
+    /// `POST /{T}/oauth2/revoke` (RFC 7009).
+    pub async fn revoke(
+        &self,
+        tenant: &TenantEntry,
+        request: OAuthRequest<'_>,
+    ) -> Result<(), OAuthError> {
+        let (client, token) = self.authenticated_token(tenant, request).await?;
+        introspection::revoke(self, tenant, &client, &token).await
+    }
+
+    /// The authenticated client and the `token` parameter.
+    async fn authenticated_token(
+        &self,
+        tenant: &TenantEntry,
+        request: OAuthRequest<'_>,
+    ) -> Result<(Arc<ClientRecord>, String), OAuthError> {
+        let OAuthRequest {
+            credentials,
+            peer,
+            mut params,
+        } = request;
+        let client = self.authenticate(tenant, &credentials?, peer).await?;
+        let token = params
+            .remove("token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+        Ok((client, token))
+    }
+}
