@@ -117,7 +117,11 @@ pub fn tenant_of_issuer(base: &str, iss: &str) -> Option<TenantId> {
 }
 
 /// `scheme://host[:port]` in lower case with the default port dropped, as
-/// browsers send `Origin`; `None` for anything else (`null` included).
+/// browsers send `Origin`; `None` for anything else (`null` included). The
+/// one origin rule of the project: the edge compares with it and the
+/// identity service registers `allowed_origins` with it. A host is what a
+/// browser can send: an ASCII name (internationalised names in their
+/// `xn--` form), an IPv4 address, or an IPv6 literal in brackets.
 pub fn normalize_origin(raw: &str) -> Option<String> {
     let (scheme, rest) = raw.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
@@ -143,10 +147,7 @@ pub fn normalize_origin(raw: &str) -> Option<String> {
         }
         _ => (host_port.clone(), None),
     };
-    // A colon belongs in a host only inside an IPv6 literal's brackets
-    // (`a:b:443` and `h:8443:443` are no origins).
-    let bracketed = host.starts_with('[') && host.ends_with(']');
-    if host.is_empty() || (host.contains(':') && !bracketed) {
+    if !is_origin_host(&host) {
         return None;
     }
     match port {
@@ -156,6 +157,26 @@ pub fn normalize_origin(raw: &str) -> Option<String> {
         }
         _ => Some(format!("{scheme}://{host}")),
     }
+}
+
+/// Whether `host` (lower case) is a host a browser puts in `Origin`: an
+/// IPv6 literal in brackets, or dot-separated labels of ASCII letters,
+/// digits, hyphens and underscores (which covers IPv4 addresses and
+/// `xn--` names; URLs allow `_` in hosts, so browsers send it). A
+/// colon outside brackets (`a:b:443`, `h:8443:443`) is no host.
+fn is_origin_host(host: &str) -> bool {
+    if let Some(literal) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return literal.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 /// Why a request's `Origin` is refused.

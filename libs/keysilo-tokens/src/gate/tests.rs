@@ -357,3 +357,28 @@ fn every_denial_has_the_label_the_edge_always_emitted() {
         assert_eq!(denial.reason(), label);
     }
 }
+
+#[test]
+fn an_origin_host_is_one_a_browser_can_send() {
+    let check = |raw: &str| normalize_origin(raw);
+
+    assert_eq!(
+        check("https://xn--bcher-kva.example").as_deref(),
+        Some("https://xn--bcher-kva.example")
+    );
+    assert_eq!(
+        check("http://127.0.0.1:8080").as_deref(),
+        Some("http://127.0.0.1:8080")
+    );
+    assert_eq!(check("https://[::1]").as_deref(), Some("https://[::1]"));
+    assert_eq!(check("https://bücher.example"), None);
+    assert_eq!(check("https://a b.example"), None);
+    assert_eq!(check("https://a..example"), None);
+    assert_eq!(check("https://[not-ipv6]"), None);
+    assert_eq!(
+        check("https://a_b.example").as_deref(),
+        Some("https://a_b.example")
+    );
+    assert_eq!(check("https://"), None);
+    assert_eq!(check("https://example.com//"), None);
+}

@@ -73,22 +73,11 @@ fn unique(values: Vec<String>) -> Vec<String> {
 }
 
 /// An origin as browsers send it: scheme, host and port only, default
-/// ports dropped, lower case.
+/// ports dropped, lower case (`keysilo_tokens::gate::normalize_origin`,
+/// the rule the edge compares with).
 fn origin(raw: &str) -> Result<String, RegistryError> {
-    let invalid = || bad(format!("`{raw}` is not an origin (scheme://host[:port])"));
-    let url = url::Url::parse(raw).map_err(|_| invalid())?;
-    let plain = matches!(url.scheme(), "http" | "https")
-        && url.host().is_some()
-        && url.path() == "/"
-        && !raw.trim_end_matches('/').ends_with('/')
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && url.username().is_empty()
-        && url.password().is_none();
-    if !plain {
-        return Err(invalid());
-    }
-    Ok(url.origin().ascii_serialization())
+    keysilo_tokens::gate::normalize_origin(raw)
+        .ok_or_else(|| bad(format!("`{raw}` is not an origin (scheme://host[:port])")))
 }
 
 /// How a client authenticates at the token endpoint.
