@@ -446,8 +446,10 @@ async fn random_kids_cause_at_most_one_jwks_fetch_per_interval() {
 async fn revocations_made_before_the_edge_started_come_from_the_snapshot() {
     let w = world(900).await;
     let token = w.machine_token().await;
+    let live = w.browser_token().await;
     // Disable the client, then start a second edge that never saw the event.
-    w.identity
+    let disabled = w
+        .identity
         .admin(
             reqwest::Method::DELETE,
             &format!("/tenants/acme/clients/{}", w.machine.0),
@@ -455,17 +457,22 @@ async fn revocations_made_before_the_edge_started_come_from_the_snapshot() {
         .send()
         .await
         .unwrap();
+    assert_eq!(disabled.status(), 204);
     let second = start_edge(&w.identity, redis_port(), "").await;
 
-    let status = reqwest::Client::new()
-        .get(format!("http://{second}/auth"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let auth = reqwest::Client::new().get(format!("http://{second}/auth"));
+    let revoked = auth.try_clone().unwrap().bearer_auth(&token).send();
+    let revoked = revoked.await.unwrap().status();
+    let admitted = auth
+        .bearer_auth(&live)
+        .header("origin", "https://app.acme.test")
+        .send();
+    let admitted = admitted.await.unwrap().status();
 
-    assert_eq!(status, 401);
+    // The revoked client's token is refused; an edge that refused
+    // everything would fail on the live one, which is admitted.
+    assert_eq!(revoked, 401);
+    assert_eq!(admitted, 200);
 }
 
 #[tokio::test]

@@ -1167,13 +1167,54 @@ async fn expired_revocations_and_refresh_families_are_purged_and_live_ones_kept(
         .revoke_access_token(&acme, "live", now + Duration::from_secs(600))
         .await
         .unwrap();
+    // Two refresh families; one is aged past its end in SQL.
+    let expired = f.ok(f.password("alice", &[]).await).await;
     let login = f.ok(f.password("alice", &[]).await).await;
+    let family_of = |token: &Value| {
+        openssl::sha::sha256(token["refresh_token"].as_str().unwrap().as_bytes()).to_vec()
+    };
+    let sql = f.app.sql().await;
+    let aged = sql
+        .execute(
+            "UPDATE refresh_families SET expires_at = $1 WHERE id = \
+             (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
+            &[&(now - Duration::from_secs(10)), &family_of(&expired)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(aged, 1);
+    let count = |table: &'static str| {
+        let sql = &sql;
+        async move {
+            let row = sql
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap();
+            row.get::<_, i64>(0)
+        }
+    };
+    let (families, tokens) = (
+        count("refresh_families").await,
+        count("refresh_tokens").await,
+    );
 
     let purged = store.purge_expired(now).await.unwrap();
 
-    assert_eq!(purged, 1);
+    // One revoked jti, one family and its one token.
+    assert_eq!(purged, 3);
     assert!(!store.is_access_token_revoked(&acme, "old").await.unwrap());
     assert!(store.is_access_token_revoked(&acme, "live").await.unwrap());
+    assert_eq!(count("refresh_families").await, families - 1);
+    assert_eq!(count("refresh_tokens").await, tokens - 1);
+    let left: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM refresh_tokens WHERE token_hash = $1",
+            &[&family_of(&expired)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the expired family's token is still stored");
     let refreshed = f
         .app
         .token(

@@ -146,10 +146,12 @@ async fn tenant_ids_are_never_reused_even_after_disabling() {
     let body = json!({ "id": "acme", "display_name": "Again" });
 
     assert_eq!(app.admin_post("/tenants", body.clone()).await.status(), 409);
-    app.admin(Method::DELETE, "/tenants/acme")
+    let disabled = app
+        .admin(Method::DELETE, "/tenants/acme")
         .send()
         .await
         .unwrap();
+    assert_eq!(disabled.status(), 204);
     assert_eq!(app.admin_post("/tenants", body).await.status(), 409);
 }
 

@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use keysilo_identity::startup::Application;
 use keysilo_tls::certs::{self, GenerateOptions};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
@@ -58,12 +59,16 @@ impl Pki {
         builder.build().unwrap()
     }
 
-    /// `x5t#S256` of a client certificate.
+    /// `x5t#S256` of a client certificate (RFC 8705 §3.1: base64url of
+    /// the SHA-256 of its DER), computed here from the file rather than
+    /// by the code under test.
     fn thumbprint(&self, client: &str) -> String {
-        let now = i64::try_from(keysilo_identity::clock::unix_seconds()).unwrap();
-        certs::info(&self.path(&format!("client-{client}.crt")), now).unwrap()[0]
-            .sha256_thumbprint
-            .clone()
+        let pem = std::fs::read(self.path(&format!("client-{client}.crt"))).unwrap();
+        let der = openssl::x509::X509::from_pem(&pem)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(openssl::sha::sha256(&der))
     }
 }
 
