@@ -208,16 +208,53 @@ async fn tokens_of_other_issuers_or_audiences_are_refused() {
         .token(&(id, secret), &[("grant_type", "client_credentials")])
         .await;
     assert_eq!(w.auth(Some(&elsewhere), None).await.status(), 401);
-    // A token claiming another issuer: refused before any key is fetched.
-    let machine = w.machine_token().await;
-    let mut parts: Vec<String> = machine.split('.').map(str::to_owned).collect();
-    use base64::Engine as _;
-    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut claims: serde_json::Value =
-        serde_json::from_slice(&engine.decode(&parts[1]).unwrap()).unwrap();
-    claims["iss"] = json!("https://attacker.test/acme");
-    parts[1] = engine.encode(claims.to_string());
-    assert_eq!(w.auth(Some(&parts.join(".")), None).await.status(), 401);
+    // A token claiming another issuer, signed for real with the tenant's
+    // own key: only the issuer rule can refuse it, and it does so before
+    // any key is fetched. The same claims under the real issuer pass.
+    let acme = keysilo_types::TenantId::parse("acme").unwrap();
+    let entry = w.identity.state.cache.get(&acme).await.unwrap().unwrap();
+    let signing = entry.signing.as_ref().unwrap();
+    let now = keysilo_identity::clock::unix_seconds();
+    let claims = |issuer: &str| keysilo_tokens::AccessTokenClaims {
+        issuer: issuer.to_owned(),
+        subject: w.machine.0.clone(),
+        audience: vec!["data-plane".into()],
+        client_id: w.machine.0.clone(),
+        scope: "read".into(),
+        tenant: acme.clone(),
+        jti: format!("forged-{issuer}"),
+        issued_at: now,
+        expires_at: now + 600,
+        allowed_origins: vec![],
+        roles: vec![],
+        certificate_thumbprint: None,
+    };
+    let real_issuer = format!("{}/acme", w.identity.state.settings.server.public_base_url);
+    let genuine = keysilo_tokens::mint(&claims(&real_issuer), signing).unwrap();
+    let forged = keysilo_tokens::mint(&claims("https://attacker.test/acme"), signing).unwrap();
+    let jwks_fetches = || async {
+        let page = w.identity.get("/metrics").await.text().await.unwrap();
+        page.lines()
+            .filter(|l| l.starts_with("keysilo_http_requests_total") && l.contains("jwks"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!(w.auth(Some(&genuine), None).await.status(), 200);
+    let fetched_before = jwks_fetches().await;
+
+    assert_eq!(w.auth(Some(&forged), None).await.status(), 401);
+
+    assert_eq!(jwks_fetches().await, fetched_before, "a key was fetched");
+    let metrics = reqwest::get(format!("http://{}/metrics", w.edge))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"reason="untrusted_issuer"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! The revocation feed: events from the identity service over Redis, and a
 //! snapshot from its `/internal/v1/revocations` on start, after every
 //! reconnect (events published meanwhile are lost), and every
-//! `poll_interval_seconds` while Redis is unreachable, which bounds how
-//! long a revocation can go unseen then.
+//! `poll_interval_seconds` whatever Redis does, which bounds how long a
+//! revocation can go unseen.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -59,7 +59,11 @@ fn main() -> ExitCode {
         filter: settings.telemetry.log_level.clone(),
         json: settings.telemetry.log_format == LogFormat::Json,
         otlp_endpoint: settings.telemetry.otlp_endpoint.clone(),
-        service_name: "keysilo-edge".into(),
+        service_name: settings
+            .telemetry
+            .service_name
+            .clone()
+            .unwrap_or_else(|| "keysilo-edge".into()),
     };
     let _guard = match keysilo_telemetry::init(&options, std::io::stdout) {
         Ok(guard) => guard,

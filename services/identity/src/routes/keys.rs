@@ -134,8 +134,10 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
-/// `POST /admin/v1/master-key/rewrap`: re-wraps every tenant key under the
-/// current master key version. **Permissions:** platform admin only.
+/// `POST /admin/v1/master-key/rewrap`: re-wraps every tenant key wrapped
+/// under a version below the current one under the
+/// current master key version (versions must increase). **Permissions:**
+/// platform admin only.
 pub async fn post_rewrap(
     _admin: PlatformAdmin,
     state: web::Data<AppState>,
