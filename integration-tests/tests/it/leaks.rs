@@ -38,7 +38,7 @@ const AUDIENCE: &str = "data-plane";
 
 /// One value that must never be seen.
 #[derive(Debug, Clone)]
-struct Secret {
+pub(crate) struct Secret {
     kind: String,
     value: String,
 }
@@ -79,14 +79,14 @@ const MARKERS: &[(&str, &str)] = &[
 
 /// Every secret of the run, in every form it could be written in.
 #[derive(Default)]
-struct Secrets {
-    items: Vec<Secret>,
+pub(crate) struct Secrets {
+    pub(crate) items: Vec<Secret>,
 }
 
 impl Secrets {
     /// `value` as is and, when different, form-encoded (the way it travels
     /// in a request body).
-    fn add(&mut self, kind: &str, value: &str) {
+    pub(crate) fn add(&mut self, kind: &str, value: &str) {
         self.add_exact(kind, value);
         let encoded = form_encode(value);
         if encoded != value {
@@ -136,7 +136,7 @@ impl Secrets {
     }
 
     /// A master key as configured and as its raw bytes.
-    fn add_master_key(&mut self, kind: &str, base64: &str) {
+    pub(crate) fn add_master_key(&mut self, kind: &str, base64: &str) {
         self.add_exact(&format!("{kind} (base64, as configured)"), base64);
         self.add_exact(
             &format!("{kind} (base64 without padding)"),
@@ -239,7 +239,7 @@ fn short_hash(value: &str) -> String {
 
 /// A secret (or key marker) seen where it must not be.
 #[derive(Debug)]
-struct Finding {
+pub(crate) struct Finding {
     kind: String,
     /// The secret's short hash, or the marker itself.
     what: String,
@@ -258,7 +258,7 @@ impl std::fmt::Display for Finding {
 }
 
 /// Every secret and marker `text` contains, with the lines they are on.
-fn scan(secrets: &[Secret], place: &str, text: &str) -> Vec<Finding> {
+pub(crate) fn scan(secrets: &[Secret], place: &str, text: &str) -> Vec<Finding> {
     let patterns = secrets
         .iter()
         .map(|s| {
@@ -720,7 +720,7 @@ fn log_stats(text: &str) -> LogStats {
 
 /// Unwraps every signing key in the database (as an attacker holding the
 /// master keys could) so that the private keys themselves are scanned for.
-async fn add_tenant_private_keys(database: &str, secrets: &mut Secrets) -> usize {
+pub(crate) async fn add_tenant_private_keys(database: &str, secrets: &mut Secrets) -> usize {
     let config = format!(
         "host=127.0.0.1 port={} user=keysilo password={} dbname={database}",
         pg_port(),
