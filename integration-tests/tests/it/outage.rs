@@ -462,6 +462,9 @@ async fn a_redis_outage_keeps_issuing_defers_rotations_and_loses_no_revocation()
     assert_eq!(edge_auth(&edge, &revoked).await, 401);
     let later = machine_token(&app, &machine).await;
     assert_eq!(edge_auth(&edge, &later).await, 200);
+    // Only events feed the lag histogram (polls do not), so its count
+    // rising proves the event path works again, whatever the poll does.
+    let events_before = events_applied(&edge).await;
     app.oauth_basic(
         "acme",
         "revoke",
@@ -470,7 +473,34 @@ async fn a_redis_outage_keeps_issuing_defers_rotations_and_loses_no_revocation()
     )
     .await;
     wait_for_edge(&edge, &later, 401).await;
+    let start = std::time::Instant::now();
+    while events_applied(&edge).await <= events_before {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no event reached the edge after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(edge_auth(&edge, &first).await, 200);
+}
+
+/// How many events the edge has applied (the count of its
+/// `revocation_lag_seconds` histogram, which only events feed).
+async fn events_applied(edge: &str) -> u64 {
+    let page = reqwest::get(format!("{edge}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.lines()
+        .find_map(|line| {
+            line.strip_prefix("keysilo_edge_revocation_lag_seconds_count ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 async fn machine_token(app: &TestApp, machine: &(String, String)) -> String {
