@@ -203,14 +203,59 @@ enum Moment {
     LockHeld(Vec<String>),
 }
 
+/// When a kill struck, and whether its moment was reached (a `Progress`
+/// or `LockHeld` moment that ran into its 30 s fallback was not: the
+/// storm made no progress and the kill hit an idle replica).
+#[derive(Debug)]
+struct Kill {
+    when: String,
+    reached: bool,
+}
+
+impl std::fmt::Display for Kill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.when)?;
+        if !self.reached {
+            f.write_str(" (fallback: the moment never came)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts the rounds killed mid-write: the kill's moment was a state of
+/// the writes (a count rising, a lock held), it was reached, and at least
+/// one request was in flight (lost) when it struck. Each test needs one at
+/// least, or it proved nothing about crashes mid-write.
+#[derive(Debug, Default)]
+struct MidWrite {
+    rounds: usize,
+}
+
+impl MidWrite {
+    fn note(&mut self, moment: &Moment, kill: &Kill, lost: usize) {
+        let of_writes = !matches!(moment, Moment::After(_));
+        if of_writes && kill.reached && lost > 0 {
+            self.rounds += 1;
+        }
+    }
+
+    fn assert_any(&self, what: &str) {
+        assert!(
+            self.rounds > 0,
+            "no {what} round was killed mid-write (a reached moment with a request in flight)"
+        );
+    }
+}
+
 /// Waits for `moment`, then SIGKILLs the replica (`Child::kill` sends
 /// SIGKILL) and reaps it. Says when it struck.
 async fn sigkill_at(
     mut replica: IdentityProcess,
     moment: &Moment,
     sql: &tokio_postgres::Client,
-) -> String {
+) -> Kill {
     let started = Instant::now();
+    let mut reached = true;
     let when = match moment {
         Moment::After(delay) => {
             tokio::time::sleep(*delay).await;
@@ -224,6 +269,7 @@ async fn sigkill_at(
             while seen < *at_least && Instant::now() < deadline {
                 seen = count(sql, query).await;
             }
+            reached = seen >= *at_least;
             format!(
                 "when the count was {seen} (wanted {at_least}), after {:?}",
                 started.elapsed()
@@ -240,6 +286,7 @@ async fn sigkill_at(
                     .await
                     .unwrap();
             }
+            reached = held > 0;
             format!("holding {held} lock(s), after {:?}", started.elapsed())
         }
     };
@@ -250,7 +297,7 @@ async fn sigkill_at(
         Some(9),
         "the replica had died before it was killed: {status}"
     );
-    when
+    Kill { when, reached }
 }
 
 /// A `client_credentials` request; the status and body.
@@ -533,6 +580,7 @@ async fn a_replica_killed_during_concurrent_key_rotations_restarts_with_one_read
 
     const KEYS: &str = "SELECT count(*) FROM signing_keys";
     let mut acknowledged: Vec<(String, Value)> = Vec::new();
+    let mut mid_write = MidWrite::default();
     for round in 0..5 {
         let keys = count(&db, KEYS).await;
         let moment = match round {
@@ -599,6 +647,7 @@ async fn a_replica_killed_during_concurrent_key_rotations_restarts_with_one_read
             .filter_map(|(t, s)| s.ok().map(|b| (t.clone(), b.clone())))
             .collect();
         let lost = seen.iter().filter(|(_, s)| s.is_lost()).count();
+        mid_write.note(&moment, &when, lost);
         let others = other_answers(seen.iter().map(|(_, s)| s));
         eprintln!(
             "rotation round {round}: killed {when}; {} rotations answered, {lost} lost, \
@@ -610,6 +659,7 @@ async fn a_replica_killed_during_concurrent_key_rotations_restarts_with_one_read
         acknowledged.extend(ok);
         check_rotations(&db, &http, &replica.address, &clients, &acknowledged).await;
     }
+    mid_write.assert_any("rotation");
 
     // The restarted replica rotates as usual (a dead holder's lock expires).
     for tenant in tenants {
@@ -1274,6 +1324,7 @@ async fn a_replica_killed_during_concurrent_refresh_token_redemptions_leaves_one
     }
 
     const SPENT: &str = "SELECT count(*) FROM refresh_tokens WHERE spent_at IS NOT NULL";
+    let mut mid_write = MidWrite::default();
     for round in 0..4 {
         let spent = count(&db, SPENT).await;
         let moment = match round {
@@ -1309,6 +1360,12 @@ async fn a_replica_killed_during_concurrent_refresh_token_redemptions_leaves_one
             }
         }
         eprintln!("refresh round {round}: killed {when}; requests {tally:?}");
+        let lost: usize = tally
+            .iter()
+            .filter(|(what, _)| what.ends_with(": lost"))
+            .map(|(_, n)| n)
+            .sum();
+        mid_write.note(&moment, &when, lost);
         let anomalies: Vec<&String> = drivers.iter().flat_map(|d| &d.anomalies).collect();
         assert!(anomalies.is_empty(), "{anomalies:#?}");
         let client = TokenClient {
@@ -1317,6 +1374,7 @@ async fn a_replica_killed_during_concurrent_refresh_token_redemptions_leaves_one
         };
         check_families(&db, &client, &mut drivers).await;
     }
+    mid_write.assert_any("refresh");
 
     // Logins and reuse detection work as before on the restarted replica.
     let client = TokenClient {
@@ -1532,6 +1590,7 @@ async fn a_replica_killed_during_concurrent_client_secret_rotations_leaves_a_who
     let mut lost = 0;
 
     const ROTATED: &str = "SELECT count(*) FROM audit_events WHERE type = 'client.secret_rotated'";
+    let mut mid_write = MidWrite::default();
     for round in 0..4 {
         let rotated = count(&db, ROTATED).await;
         let moment = match round {
@@ -1576,6 +1635,7 @@ async fn a_replica_killed_during_concurrent_client_secret_rotations_leaves_a_who
 
         let answered = seen.iter().filter(|(_, i)| i.is_some()).count();
         let lost_now = seen.iter().filter(|(s, _)| s.is_lost()).count();
+        mid_write.note(&moment, &when, lost_now);
         let others = other_answers(seen.iter().map(|(s, _)| s));
         eprintln!(
             "secret round {round}: killed {when}; {answered} rotations answered, {lost_now} lost, \
@@ -1603,4 +1663,5 @@ async fn a_replica_killed_during_concurrent_client_secret_rotations_leaves_a_who
         issued.push(Issued::new(body["client_secret"].as_str().unwrap(), sent));
         check_client_secret(&db, &http, &replica.address, &client_id, &issued, lost).await;
     }
+    mid_write.assert_any("client secret rotation");
 }
