@@ -329,6 +329,20 @@ async fn bootstrap_makes_a_usable_demo_tenant_once_and_keeps_its_credentials_pri
 /// Creates a tenant, a client and a user, then runs the password and
 /// refresh grants, introspection and revocation, including failures.
 /// Returns every secret value that went over the wire.
+/// The answer of `response`, which must have `status`; its body as JSON
+/// (`null` if none).
+async fn expect(
+    what: &str,
+    status: u16,
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> serde_json::Value {
+    let response = response.unwrap();
+    let got = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert_eq!(got, status, "{what}: {body}");
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
 async fn exercise_token_flows(client: &reqwest::Client, base: &str) -> Vec<String> {
     let admin = |path: &str, body: serde_json::Value| {
         client
@@ -337,28 +351,23 @@ async fn exercise_token_flows(client: &reqwest::Client, base: &str) -> Vec<Strin
             .json(&body)
             .send()
     };
-    admin(
-        "/tenants",
-        serde_json::json!({ "id": "acme", "display_name": "Acme" }),
+    let tenant = serde_json::json!({ "id": "acme", "display_name": "Acme" });
+    expect("create a tenant", 201, admin("/tenants", tenant).await).await;
+    let app = serde_json::json!({ "name": "app", "grant_types": ["password", "refresh_token"] });
+    let created = expect(
+        "register a client",
+        201,
+        admin("/tenants/acme/clients", app).await,
     )
-    .await
-    .unwrap();
-    let created: serde_json::Value = admin(
-        "/tenants/acme/clients",
-        serde_json::json!({ "name": "app", "grant_types": ["password", "refresh_token"] }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     let user_password = "a very secret password 123";
-    admin(
-        "/tenants/acme/users",
-        serde_json::json!({ "username": "alice", "password": user_password }),
+    let alice = serde_json::json!({ "username": "alice", "password": user_password });
+    expect(
+        "create a user",
+        201,
+        admin("/tenants/acme/users", alice).await,
     )
-    .await
-    .unwrap();
+    .await;
     let id = created["client_id"].as_str().unwrap().to_owned();
     let secret = created["client_secret"].as_str().unwrap().to_owned();
     let post = |endpoint: &str, form: Vec<(&str, String)>| {
@@ -368,63 +377,41 @@ async fn exercise_token_flows(client: &reqwest::Client, base: &str) -> Vec<Strin
             .form(&form)
             .send()
     };
-    let login: serde_json::Value = post(
-        "token",
-        vec![
-            ("grant_type", "password".into()),
-            ("username", "alice".into()),
-            ("password", user_password.into()),
-        ],
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let login = vec![
+        ("grant_type", "password".into()),
+        ("username", "alice".into()),
+        ("password", user_password.into()),
+    ];
+    let login = expect("password grant", 200, post("token", login).await).await;
     let access = login["access_token"].as_str().unwrap().to_owned();
     let refresh = login["refresh_token"].as_str().unwrap().to_owned();
-    post(
-        "token",
-        vec![
-            ("grant_type", "password".into()),
-            ("username", "alice".into()),
-            ("password", "wrong horse".into()),
-        ],
-    )
-    .await
-    .unwrap();
-    let renewed: serde_json::Value = post(
-        "token",
-        vec![
-            ("grant_type", "refresh_token".into()),
-            ("refresh_token", refresh.clone()),
-        ],
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let wrong = vec![
+        ("grant_type", "password".into()),
+        ("username", "alice".into()),
+        ("password", "wrong horse".into()),
+    ];
+    expect("wrong password", 400, post("token", wrong).await).await;
+    let renew = vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", refresh.clone()),
+    ];
+    let renewed = expect("refresh", 200, post("token", renew.clone()).await).await;
     // Reuse of the spent token, then introspection and revocation.
-    post(
-        "token",
-        vec![
-            ("grant_type", "refresh_token".into()),
-            ("refresh_token", refresh.clone()),
-        ],
+    expect("refresh token reuse", 400, post("token", renew).await).await;
+    let introspected = expect(
+        "introspection",
+        200,
+        post("introspect", vec![("token", access.clone())]).await,
     )
-    .await
-    .unwrap();
-    post("introspect", vec![("token", access.clone())])
-        .await
-        .unwrap();
-    post("revoke", vec![("token", access.clone())])
-        .await
-        .unwrap();
-    let renewed_refresh = renewed["refresh_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    .await;
+    assert_eq!(introspected["active"], true, "{introspected}");
+    expect(
+        "revocation",
+        200,
+        post("revoke", vec![("token", access.clone())]).await,
+    )
+    .await;
+    let renewed_refresh = renewed["refresh_token"].as_str().unwrap().to_owned();
     vec![
         secret,
         user_password.to_owned(),
@@ -432,9 +419,6 @@ async fn exercise_token_flows(client: &reqwest::Client, base: &str) -> Vec<Strin
         refresh,
         renewed_refresh,
     ]
-    .into_iter()
-    .filter(|s| !s.is_empty())
-    .collect()
 }
 
 /// A stand-in OTLP/HTTP collector: answers 200 to everything and reports

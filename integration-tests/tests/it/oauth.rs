@@ -1154,6 +1154,29 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_by_forwarded_address() {
 }
 
 #[tokio::test]
+async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let database = create_database().await;
+    // No trusted proxies: the TCP peer is the client, whatever it claims.
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_LIMITS__TOKEN_PER_ADDRESS_PER_SECOND", "1")
+        .set("KEYSILO_LIMITS__TOKEN_BURST", "1");
+    let f = Fixture::on(spawn_app_with(config, database).await).await;
+    let from = |address: &'static str| {
+        f.app
+            .client
+            .post(format!("{}/acme/oauth2/token", f.app.address))
+            .basic_auth(&f.m2m.0, Some(&f.m2m.1))
+            .header("x-forwarded-for", address)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 200);
+    // Another claimed address does not buy a fresh allowance.
+    assert_eq!(from("203.0.113.2").await.unwrap().status(), 429);
+}
+
+#[tokio::test]
 async fn expired_revocations_and_refresh_families_are_purged_and_live_ones_kept() {
     let f = Fixture::new().await;
     let store = &f.app.state.store;
