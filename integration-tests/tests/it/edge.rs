@@ -843,4 +843,15 @@ async fn edge_readiness_follows_redis_and_the_identity_service() {
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["checks"], json!({ "redis": "down", "identity": "up" }));
+
+    // And an edge whose identity service does not answer.
+    let nobody = format!("http://127.0.0.1:{}", crate::helpers::free_port());
+    let without_identity =
+        crate::helpers::start_edge_at(&w.identity, &nobody, redis_port(), "", "").await;
+    let response = reqwest::get(format!("http://{without_identity}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["checks"], json!({ "redis": "up", "identity": "down" }));
 }

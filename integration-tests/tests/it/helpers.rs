@@ -722,6 +722,18 @@ pub async fn start_edge_with(
     extra: &str,
     sections: &str,
 ) -> String {
+    start_edge_at(identity, &identity.address, redis, extra, sections).await
+}
+
+/// Like [`start_edge_with`], but the edge asks `identity_url` for keys and
+/// snapshots (say, an address where nothing listens).
+pub async fn start_edge_at(
+    identity: &TestApp,
+    identity_url: &str,
+    redis: u16,
+    extra: &str,
+    sections: &str,
+) -> String {
     let toml = format!(
         r#"
         [edge]
@@ -740,7 +752,7 @@ pub async fn start_edge_with(
         {sections}
         "#,
         issuer = identity.state.settings.server.public_base_url,
-        address = identity.address,
+        address = identity_url,
         database = identity.database,
     );
     let env = [(
