@@ -103,7 +103,7 @@ async fn migrations_create_the_schema_owned_by_the_application_role() {
 }
 
 /// The value of the series whose line starts with `series`.
-async fn metric(app: &TestApp, series: &str) -> Option<f64> {
+pub(crate) async fn metric(app: &TestApp, series: &str) -> Option<f64> {
     let body = app.get("/metrics").await.text().await.unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

@@ -22,6 +22,7 @@ pub struct Metrics {
     master_key_version: IntGauge,
     master_key_age: IntGauge,
     unknown_events: IntCounter,
+    password_checks: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,6 +83,16 @@ impl Metrics {
             "master_key_age_seconds",
             "Seconds since the current master key version was first put into service by any replica",
         )?;
+        let password_checks = IntCounterVec::new(
+            Opts::new(
+                "password_checks_total",
+                "argon2id password checks run by the password grant, by user (known, unknown: checked against the dummy hash)",
+            ),
+            &["user"],
+        )?;
+        for user in ["known", "unknown"] {
+            password_checks.with_label_values(&[user]);
+        }
         let unknown_events = IntCounter::new(
             "unknown_events_total",
             "Messages on the event channel this build did not understand (an unknown kind or version, or no JSON)",
@@ -104,6 +115,7 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(unknown_events.clone()))?;
+        registry.register(Box::new(password_checks.clone()))?;
         Ok(Self {
             registry,
             http_requests,
@@ -115,6 +127,7 @@ impl Metrics {
             master_key_version,
             master_key_age,
             unknown_events,
+            password_checks,
         })
     }
 
@@ -152,6 +165,13 @@ impl Metrics {
         self.rotations
             .with_label_values(&[trigger, result])
             .inc_by(u64::try_from(steps).unwrap_or(u64::MAX));
+    }
+
+    /// Counts one argon2id check of the password grant; `known` is false
+    /// when the username matched no user (the dummy hash was checked).
+    pub fn password_check(&self, known: bool) {
+        let user = if known { "known" } else { "unknown" };
+        self.password_checks.with_label_values(&[user]).inc();
     }
 
     /// Counts a message on the event channel that was not understood.

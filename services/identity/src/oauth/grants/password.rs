@@ -75,7 +75,10 @@ pub async fn grant(
         .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
         .await
     {
-        Ok(matches) => matches,
+        Ok(matches) => {
+            service.metrics.password_check(user.is_some());
+            matches
+        }
         Err(err) => {
             attempt.undecided();
             return Err(password_error(err));
