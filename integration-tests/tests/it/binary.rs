@@ -423,7 +423,7 @@ async fn exercise_token_flows(client: &reqwest::Client, base: &str) -> Vec<Strin
 
 /// A stand-in OTLP/HTTP collector: answers 200 to everything and reports
 /// each request line with its content type.
-async fn fake_collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+async fn fake_collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -467,7 +467,8 @@ async fn fake_collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>)
                                 .map(|v| v.trim().to_owned())
                         })
                         .unwrap_or_default();
-                    let _ = tx.send(format!("{line} {kind}"));
+                    let body = received[end + 4..end + 4 + length].to_vec();
+                    let _ = tx.send((format!("{line} {kind}"), body));
                     let _ = stream
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                         .await;
@@ -522,7 +523,32 @@ async fn traces_are_exported_over_otlp_http_when_an_endpoint_is_configured() {
     let _ = child.kill();
     let _ = child.wait();
 
-    let export = export.expect("no OTLP export within 10 s").unwrap();
+    let (export, body) = export.expect("no OTLP export within 10 s").unwrap();
     assert!(export.starts_with("POST /v1/traces"), "{export}");
     assert!(export.ends_with("application/x-protobuf"), "{export}");
+    // The body is a real OTLP request: spans of this service.
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message as _;
+    let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+    let services: Vec<String> = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| r.resource.iter().flat_map(|r| &r.attributes))
+        .filter(|a| a.key == "service.name")
+        .filter_map(|a| match a.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(services, ["keysilo-identity"], "{request:?}");
+    let spans: Vec<&str> = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(!spans.is_empty(), "{request:?}");
+    println!("exported spans: {spans:?}");
 }
