@@ -1,7 +1,8 @@
 # keysilo-identity and keysilo-edge in one runtime image (see k8s/README.md).
 # CI does not build it: its machines have no container runtime.
 #
-#   docker build -t ghcr.io/keysilo/identity:0.1.0 -t ghcr.io/keysilo/edge:0.1.0 .
+#   docker build --target identity -t ghcr.io/keysilo/identity:0.1.0 .
+#   docker build --target edge -t ghcr.io/keysilo/edge:0.1.0 .
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -22,7 +23,15 @@ RUN apt-get update \
 COPY --from=build /src/target/release/keysilo-identity /src/target/release/keysilo-edge /usr/local/bin/
 # The uid and gid the Kubernetes manifests run as (numeric: no passwd entry needed).
 USER 10001:10001
-EXPOSE 8080 8081
-# The manifests name the binary; this is the default for `docker run`.
+
+# One image per service, each starting its own binary under `docker run`
+# (the manifests name the binary anyway).
+FROM runtime AS edge
+EXPOSE 8081
+ENTRYPOINT ["keysilo-edge"]
+CMD ["serve"]
+
+FROM runtime AS identity
+EXPOSE 8080
 ENTRYPOINT ["keysilo-identity"]
 CMD ["serve"]

@@ -7,8 +7,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{
-    ADMIN_KEY, MASTER_KEY_V1, PEPPER, TestConfig, create_database, db_password, free_port,
-    identity_binary,
+    ADMIN_KEY, MASTER_KEY_V1, PEPPER, TestConfig, create_database, db_password, edge_binary,
+    free_port, identity_binary,
 };
 
 fn write(path: &Path, contents: &str, mode: u32) {
@@ -56,6 +56,48 @@ fn start_up_is_refused_without_an_admin_api_key() {
     let text = text(&output);
     assert!(text.contains("admin.api_key"), "{text}");
     assert!(text.contains("required"), "{text}");
+}
+
+#[test]
+fn the_edge_checks_its_log_filter_and_serves_by_the_same_command_as_the_identity_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    let edge_config = |log_level: &str| {
+        format!(
+            r#"
+            [edge]
+            issuer_base = "http://127.0.0.1:1"
+            identity_url = "http://127.0.0.1:1"
+            audience = "data-plane"
+            identity_api_key = "${{secret:edge-api-key}}"
+            [telemetry]
+            log_level = "{log_level}"
+            "#
+        )
+    };
+    let validate = |args: &[&str]| {
+        let mut command = Command::new(edge_binary());
+        command
+            .args(["--config", config.to_str().unwrap()])
+            .args(args)
+            .env_clear()
+            .env(
+                "KEYSILO_SECRET_EDGE_API_KEY",
+                "edge-key-0123456789-0123456789-0123456789",
+            );
+        command.output().unwrap()
+    };
+
+    write(&config, &edge_config("info,=[bad"), 0o600);
+    let bad = validate(&["config", "validate"]);
+    write(&config, &edge_config("info"), 0o600);
+    let good = validate(&["config", "validate"]);
+    let help = validate(&["--help"]);
+
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("telemetry.log_level"), "{}", text(&bad));
+    assert_eq!(good.status.code(), Some(0), "{}", text(&good));
+    assert!(text(&help).contains("serve"), "{}", text(&help));
 }
 
 #[test]

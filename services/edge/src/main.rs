@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use keysilo_config::{EdgeSettings, LogFormat};
+use keysilo_config::{ConfigError, EdgeSettings, LogFormat, Problem};
 use keysilo_edge::startup::Application;
 
 /// Keysilo edge validator.
@@ -20,9 +20,11 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// Commands besides serving.
+/// What the binary can do, as `keysilo-identity` spells it.
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Run the edge validator (the default).
+    Serve,
     /// Configuration tools.
     Config {
         /// What to do with the configuration.
@@ -39,9 +41,22 @@ enum ConfigCommand {
     Validate,
 }
 
+/// Loads settings and adds the checks only the binary can make (the log
+/// filter), as `keysilo-identity` does.
+fn load(cli: &Cli) -> Result<EdgeSettings, ConfigError> {
+    let settings = EdgeSettings::load(cli.config.as_deref())?;
+    match keysilo_telemetry::check_filter(&settings.telemetry.log_level) {
+        Ok(()) => Ok(settings),
+        Err(err) => Err(ConfigError(vec![Problem::new(
+            "telemetry.log_level",
+            err.to_string(),
+        )])),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match EdgeSettings::load(cli.config.as_deref()) {
+    let settings = match load(&cli) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("keysilo-edge: {err}");
