@@ -18,6 +18,7 @@ mod architecture;
 mod binary;
 mod compat;
 mod crash;
+mod docs;
 mod edge;
 mod events;
 mod footprint;
