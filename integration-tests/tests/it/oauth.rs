@@ -1145,6 +1145,21 @@ async fn odd_input_gets_4xx_and_every_oauth_answer_is_no_store() {
     assert!(nul_path.status().is_client_error(), "{}", nul_path.status());
 }
 
+/// A client_credentials request of the machine client claiming to come
+/// from `address` (`X-Forwarded-For`).
+fn forwarded(
+    f: &Fixture,
+    address: &'static str,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    f.app
+        .client
+        .post(format!("{}/acme/oauth2/token", f.app.address))
+        .basic_auth(&f.m2m.0, Some(&f.m2m.1))
+        .header("x-forwarded-for", address)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+}
+
 #[tokio::test]
 async fn behind_a_trusted_proxy_clients_are_told_apart_by_forwarded_address() {
     let database = create_database().await;
@@ -1153,15 +1168,7 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_by_forwarded_address() {
         .set("KEYSILO_LIMITS__TOKEN_BURST", "1")
         .set("KEYSILO_LIMITS__TRUSTED_PROXIES", r#"["127.0.0.1"]"#);
     let f = Fixture::on(spawn_app_with(config, database).await).await;
-    let from = |address: &'static str| {
-        f.app
-            .client
-            .post(format!("{}/acme/oauth2/token", f.app.address))
-            .basic_auth(&f.m2m.0, Some(&f.m2m.1))
-            .header("x-forwarded-for", address)
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-    };
+    let from = |address: &'static str| forwarded(&f, address);
 
     assert_eq!(from("203.0.113.1").await.unwrap().status(), 200);
     assert_eq!(from("203.0.113.2").await.unwrap().status(), 200);
@@ -1176,15 +1183,7 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
         .set("KEYSILO_LIMITS__TOKEN_PER_ADDRESS_PER_SECOND", "1")
         .set("KEYSILO_LIMITS__TOKEN_BURST", "1");
     let f = Fixture::on(spawn_app_with(config, database).await).await;
-    let from = |address: &'static str| {
-        f.app
-            .client
-            .post(format!("{}/acme/oauth2/token", f.app.address))
-            .basic_auth(&f.m2m.0, Some(&f.m2m.1))
-            .header("x-forwarded-for", address)
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-    };
+    let from = |address: &'static str| forwarded(&f, address);
 
     assert_eq!(from("203.0.113.1").await.unwrap().status(), 200);
     // Another claimed address does not buy a fresh allowance.

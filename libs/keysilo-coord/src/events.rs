@@ -129,16 +129,6 @@ impl Event {
             Self::MasterKeyRewrapped => None,
         }
     }
-
-    /// The client concerned, if the event is about one.
-    pub fn client(&self) -> Option<&str> {
-        match self {
-            Self::ClientSecretRotated { client, .. }
-            | Self::ClientDisabled { client, .. }
-            | Self::TokenRevoked { client, .. } => Some(client),
-            _ => None,
-        }
-    }
 }
 
 /// What travels on the channel: an event, the envelope's version and when

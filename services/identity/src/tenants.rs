@@ -168,10 +168,4 @@ impl TenantService {
     pub async fn get(&self, id: &TenantId) -> Result<TenantRecord, TenantError> {
         self.store.tenant(id).await?.ok_or(TenantError::NotFound)
     }
-
-    /// Refuses a tenant that does not exist or is disabled.
-    pub async fn require_enabled(&self, id: &TenantId) -> Result<(), TenantError> {
-        self.cache.get(id).await?.ok_or(TenantError::NotFound)?;
-        Ok(())
-    }
 }

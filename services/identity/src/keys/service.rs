@@ -146,11 +146,6 @@ impl KeyService {
         &self.ring
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// RSA key generation takes tens of milliseconds of CPU: keep it off the
     /// async workers.
     pub(crate) async fn generate(

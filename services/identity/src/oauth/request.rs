@@ -57,11 +57,6 @@ impl ClientCredentials {
     pub fn new(id: String, secret: Option<Zeroizing<String>>, basic: bool) -> Self {
         Self { id, secret, basic }
     }
-
-    /// The client id presented.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
 }
 
 impl std::fmt::Debug for ClientCredentials {

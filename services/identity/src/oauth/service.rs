@@ -3,10 +3,12 @@
 //! authentication (`authenticate`), one module per grant (`grants/`),
 //! introspection and revocation (`introspection`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use keysilo_config::Settings;
 use keysilo_store::{ClientRecord, Store};
+use keysilo_tls::PeerCertificate;
 
 use super::clients::ClientCache;
 use super::credentials::SecretHasher;
@@ -52,12 +54,7 @@ impl OAuthService {
         tenant: &TenantEntry,
         request: OAuthRequest<'_>,
     ) -> Result<(GrantType, TokenResponse), OAuthError> {
-        let OAuthRequest {
-            credentials,
-            peer,
-            mut params,
-        } = request;
-        let client = self.authenticate(tenant, &credentials?, peer).await?;
+        let (client, mut params, peer) = self.authenticated(tenant, request).await?;
         self.limits
             .client(&format!("{}/{}", tenant.tenant.id, client.id))
             .map_err(|wait| {
@@ -103,18 +100,36 @@ impl OAuthService {
         introspection::revoke(self, tenant, &client, &token).await
     }
 
+    /// Authenticates the request's client; returns it with the other
+    /// parameters and the connection's certificate.
+    async fn authenticated<'r>(
+        &self,
+        tenant: &TenantEntry,
+        request: OAuthRequest<'r>,
+    ) -> Result<
+        (
+            Arc<ClientRecord>,
+            HashMap<String, String>,
+            Option<&'r PeerCertificate>,
+        ),
+        OAuthError,
+    > {
+        let OAuthRequest {
+            credentials,
+            peer,
+            params,
+        } = request;
+        let client = self.authenticate(tenant, &credentials?, peer).await?;
+        Ok((client, params, peer))
+    }
+
     /// The authenticated client and the `token` parameter.
     async fn authenticated_token(
         &self,
         tenant: &TenantEntry,
         request: OAuthRequest<'_>,
     ) -> Result<(Arc<ClientRecord>, String), OAuthError> {
-        let OAuthRequest {
-            credentials,
-            peer,
-            mut params,
-        } = request;
-        let client = self.authenticate(tenant, &credentials?, peer).await?;
+        let (client, mut params, _) = self.authenticated(tenant, request).await?;
         let token = params
             .remove("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
