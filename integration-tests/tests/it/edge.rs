@@ -228,6 +228,7 @@ async fn tokens_of_other_issuers_or_audiences_are_refused() {
         allowed_origins: vec![],
         roles: vec![],
         certificate_thumbprint: None,
+        actor: None,
     };
     let real_issuer = format!("{}/acme", w.identity.state.settings.server.public_base_url);
     let genuine = keysilo_tokens::mint(&claims(&real_issuer), signing).unwrap();

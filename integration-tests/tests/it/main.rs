@@ -29,5 +29,6 @@ mod oauth;
 mod outage;
 mod readiness;
 mod rotation;
+mod secure_mode;
 mod tenants;
 mod tls;

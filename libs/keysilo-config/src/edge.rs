@@ -140,7 +140,7 @@ impl EdgeSettings {
             let upstream_url = raw
                 .upstream_url
                 .map(|u| check_http_url("edge.upstream_url", &u, &["ws", "wss"], &mut problems));
-            at_most("edge.clock_skew_seconds", raw.clock_skew_seconds, 3600, &mut problems);
+            at_most("edge.clock_skew_seconds", raw.clock_skew_seconds, crate::MAX_CLOCK_SKEW_SECONDS, &mut problems);
             positive("edge.poll_interval_seconds", raw.poll_interval_seconds, &mut problems);
             positive("edge.jwks_refetch_min_seconds", raw.jwks_refetch_min_seconds, &mut problems);
             positive("edge.verified_cache_size", raw.verified_cache_size as u64, &mut problems);

@@ -64,6 +64,10 @@ use std::path::Path;
 
 use base64::Engine as _;
 
+/// The largest clock skew any verifier (identity or edge) may be
+/// configured to accept: what a revocation must outlast a token's `exp` by.
+pub const MAX_CLOCK_SKEW_SECONDS: u64 = 3600;
+
 pub use edge::{EdgeSection, EdgeSettings};
 pub use secret::{Secret, SecretError, SecretProvider, SecretProviders, SecretRef};
 pub use settings::{

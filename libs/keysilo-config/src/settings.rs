@@ -701,7 +701,7 @@ pub(crate) fn build(
         positive("keys.lock_ttl_seconds", raw.lock_ttl_seconds, problems);
         const TEN_YEARS: u64 = 10 * 365 * 24 * 3600;
         at_most("keys.rotation_period_seconds", raw.rotation_period_seconds, TEN_YEARS, problems);
-        at_most("keys.clock_skew_seconds", raw.clock_skew_seconds, 3600, problems);
+        at_most("keys.clock_skew_seconds", raw.clock_skew_seconds, crate::MAX_CLOCK_SKEW_SECONDS, problems);
         at_most("keys.lock_ttl_seconds", raw.lock_ttl_seconds, 300, problems);
         at_most("keys.lock_wait_seconds", raw.lock_wait_seconds, 300, problems);
         positive("keys.cache_max_age_seconds", raw.cache_max_age_seconds, problems);

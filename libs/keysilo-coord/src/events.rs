@@ -34,6 +34,12 @@ pub enum Event {
         /// The tenant.
         tenant: TenantId,
     },
+    /// A tenant's settings changed (`PATCH /admin/v1/tenants/{T}`).
+    #[serde(rename = "tenant.updated")]
+    TenantUpdated {
+        /// The tenant.
+        tenant: TenantId,
+    },
     /// A `next` key was staged (published ahead of signing).
     #[serde(rename = "key.staged")]
     KeyStaged {
@@ -56,6 +62,15 @@ pub enum Event {
         tenant: TenantId,
         /// The revoked key.
         kid: Kid,
+    },
+    /// A client was registered (replicas may remember it did not exist,
+    /// and a public client adds origins to the tenant's CORS answers).
+    #[serde(rename = "client.created")]
+    ClientCreated {
+        /// The tenant.
+        tenant: TenantId,
+        /// The client.
+        client: String,
     },
     /// A client's secret was replaced.
     #[serde(rename = "client.secret_rotated")]
@@ -91,6 +106,21 @@ pub enum Event {
         /// The token's `jti` and its `exp` in seconds since the epoch.
         jti: (String, u64),
     },
+    /// A subject was revoked: its access tokens issued at or before
+    /// `issued_before` are refused and its sessions closed.
+    #[serde(rename = "subject.revoked")]
+    SubjectRevoked {
+        /// The tenant.
+        tenant: TenantId,
+        /// The `sub` (a user id or a secure-mode subject).
+        subject: String,
+        /// Tokens with `iat` at or before this (seconds since the epoch)
+        /// are refused.
+        issued_before: u64,
+        /// When no such token can be accepted anymore (seconds): the
+        /// revocation may be forgotten then.
+        keep_until: u64,
+    },
     /// Keys were re-wrapped under the current master key.
     #[serde(rename = "master_key.rewrapped")]
     MasterKeyRewrapped,
@@ -103,6 +133,8 @@ impl Event {
         match self {
             Self::TenantCreated { .. } => "tenant.created",
             Self::TenantDisabled { .. } => "tenant.disabled",
+            Self::TenantUpdated { .. } => "tenant.updated",
+            Self::ClientCreated { .. } => "client.created",
             Self::KeyStaged { .. } => "key.staged",
             Self::KeyRotated { .. } => "key.rotated",
             Self::KeyRevoked { .. } => "key.revoked",
@@ -110,6 +142,7 @@ impl Event {
             Self::ClientDisabled { .. } => "client.disabled",
             Self::UserDisabled { .. } => "user.disabled",
             Self::TokenRevoked { .. } => "token.revoked",
+            Self::SubjectRevoked { .. } => "subject.revoked",
             Self::MasterKeyRewrapped => "master_key.rewrapped",
         }
     }
@@ -119,13 +152,16 @@ impl Event {
         match self {
             Self::TenantCreated { tenant, .. }
             | Self::TenantDisabled { tenant }
+            | Self::TenantUpdated { tenant }
+            | Self::ClientCreated { tenant, .. }
             | Self::KeyStaged { tenant }
             | Self::KeyRotated { tenant, .. }
             | Self::KeyRevoked { tenant, .. }
             | Self::ClientSecretRotated { tenant, .. }
             | Self::ClientDisabled { tenant, .. }
             | Self::UserDisabled { tenant, .. }
-            | Self::TokenRevoked { tenant, .. } => Some(tenant),
+            | Self::TokenRevoked { tenant, .. }
+            | Self::SubjectRevoked { tenant, .. } => Some(tenant),
             Self::MasterKeyRewrapped => None,
         }
     }
@@ -212,6 +248,10 @@ pub struct RevocationSnapshot {
     pub users: Vec<(TenantId, String)>,
     /// Revoked access tokens, `[tenant, jti, exp]` (`exp` in seconds).
     pub jtis: Vec<(TenantId, String, u64)>,
+    /// Revoked subjects, `[tenant, subject, issued_before, keep_until]`
+    /// (seconds). Absent from the snapshots of earlier releases.
+    #[serde(default)]
+    pub subjects: Vec<(TenantId, String, u64, u64)>,
 }
 
 const CHANNEL: &str = "events";
@@ -268,6 +308,11 @@ mod tests {
                 kid: kid(),
             },
             Event::TenantDisabled { tenant: tenant() },
+            Event::TenantUpdated { tenant: tenant() },
+            Event::ClientCreated {
+                tenant: tenant(),
+                client: "c".into(),
+            },
             Event::KeyStaged { tenant: tenant() },
             Event::KeyRotated {
                 tenant: tenant(),
@@ -293,6 +338,12 @@ mod tests {
                 tenant: tenant(),
                 client: "c".into(),
                 jti: ("j".into(), 7),
+            },
+            Event::SubjectRevoked {
+                tenant: tenant(),
+                subject: "s".into(),
+                issued_before: 7,
+                keep_until: 9,
             },
             Event::MasterKeyRewrapped,
         ]

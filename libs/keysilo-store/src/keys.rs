@@ -22,6 +22,11 @@ pub struct TenantRecord {
     pub display_name: String,
     /// Lifetime of its access tokens.
     pub token_ttl_seconds: i32,
+    /// Lifetime of the auth tokens its backends mint (secure mode).
+    pub auth_token_ttl_seconds: i32,
+    /// How long a spent refresh token may be presented again when its
+    /// answer was lost (0: never).
+    pub refresh_reuse_grace_seconds: i32,
     /// When it was created.
     pub created_at: SystemTime,
     /// When it was disabled, if it was.
@@ -193,7 +198,27 @@ fn tenant_from_row(row: &Row) -> Result<TenantRecord, StoreError> {
         token_ttl_seconds: row.try_get(2)?,
         created_at: row.try_get(3)?,
         disabled_at: row.try_get(4)?,
+        auth_token_ttl_seconds: row.try_get(5)?,
+        refresh_reuse_grace_seconds: row.try_get(6)?,
     })
+}
+
+/// The columns [`tenant_from_row`] reads, in its order.
+const TENANT_COLUMNS: &str = "id, display_name, token_ttl_seconds, created_at, disabled_at, \
+     auth_token_ttl_seconds, refresh_reuse_grace_seconds";
+
+/// Changed settings of a tenant (`PATCH /admin/v1/tenants/{T}`); `None`
+/// leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantPatch {
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New access-token lifetime.
+    pub token_ttl_seconds: Option<i32>,
+    /// New auth-token lifetime.
+    pub auth_token_ttl_seconds: Option<i32>,
+    /// New lost-refresh grace.
+    pub refresh_reuse_grace_seconds: Option<i32>,
 }
 
 fn version_param(version: u32) -> Result<i32, StoreError> {
@@ -307,13 +332,16 @@ impl Store {
         let tx = client.transaction().await?;
         let inserted = tx
             .execute(
-                "INSERT INTO tenants (id, display_name, token_ttl_seconds, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO tenants (id, display_name, token_ttl_seconds, created_at, \
+                 auth_token_ttl_seconds, refresh_reuse_grace_seconds) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
                 &[
                     &tenant.id.as_str(),
                     &tenant.display_name,
                     &tenant.token_ttl_seconds,
                     &tenant.created_at,
+                    &tenant.auth_token_ttl_seconds,
+                    &tenant.refresh_reuse_grace_seconds,
                 ],
             )
             .await?;
@@ -338,10 +366,9 @@ impl Store {
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(
-                "SELECT id, display_name, token_ttl_seconds, created_at, disabled_at \
-                 FROM tenants WHERE id = $1",
-            )
+            .prepare_cached(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+            ))
             .await?;
         let row = client.query_opt(&statement, &[&id.as_str()]).await?;
         row.as_ref().map(tenant_from_row).transpose()
@@ -367,11 +394,46 @@ impl Store {
         }
         let row = tx
             .query_opt(
-                "SELECT id, display_name, token_ttl_seconds, created_at, disabled_at \
-                 FROM tenants WHERE id = $1",
+                &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"),
                 &[&id.as_str()],
             )
             .await?;
+        tx.commit().await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    /// Applies `patch` to an enabled tenant and records `audit`, in one
+    /// transaction; `None` when there is no such enabled tenant.
+    pub async fn update_tenant(
+        &self,
+        id: &TenantId,
+        patch: &TenantPatch,
+        audit: &NewAuditEvent,
+        now: SystemTime,
+    ) -> Result<Option<TenantRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE tenants SET display_name = coalesce($2, display_name), \
+                     token_ttl_seconds = coalesce($3, token_ttl_seconds), \
+                     auth_token_ttl_seconds = coalesce($4, auth_token_ttl_seconds), \
+                     refresh_reuse_grace_seconds = coalesce($5, refresh_reuse_grace_seconds) \
+                     WHERE id = $1 AND disabled_at IS NULL RETURNING {TENANT_COLUMNS}"
+                ),
+                &[
+                    &id.as_str(),
+                    &patch.display_name,
+                    &patch.token_ttl_seconds,
+                    &patch.auth_token_ttl_seconds,
+                    &patch.refresh_reuse_grace_seconds,
+                ],
+            )
+            .await?;
+        if row.is_some() {
+            insert_audit(&tx, audit, now).await?;
+        }
         tx.commit().await?;
         row.as_ref().map(tenant_from_row).transpose()
     }

@@ -25,13 +25,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use keysilo_config::{DatabaseSettings, SslMode};
 
 pub use keys::{
-    AuditRecord, DueRotation, KeyChange, KeyOutcome, NewAuditEvent, NewKey, StoredKey,
+    AuditRecord, DueRotation, KeyChange, KeyOutcome, NewAuditEvent, NewKey, StoredKey, TenantPatch,
     TenantRecord, is_unique_violation,
 };
 pub use migrate::MigrationReport;
 pub use oauth::{
-    ClientRecord, NewRefreshToken, Redemption, RefreshRecord, RevocationSnapshot, TlsClientAuth,
-    UserRecord,
+    AuthTokenRecord, ClientRecord, FamilyOwner, NewAuthToken, NewRefreshToken, Redemption,
+    RefreshRecord, RevocationSnapshot, TlsClientAuth, UserRecord,
 };
 
 /// Why a database operation failed.

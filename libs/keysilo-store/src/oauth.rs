@@ -43,6 +43,9 @@ pub struct ClientRecord {
     pub tls_client_auth: Option<TlsClientAuth>,
     /// Whether its access tokens are bound to its client certificate.
     pub certificate_bound: bool,
+    /// A public client (`token_endpoint_auth_method` `none`): it has
+    /// neither a secret nor a certificate.
+    pub public: bool,
 }
 
 /// How a `tls_client_auth` client's certificate is recognised (RFC 8705
@@ -105,8 +108,8 @@ pub struct RefreshRecord {
     pub tenant_id: TenantId,
     /// The client it was issued to.
     pub client_id: String,
-    /// The user it was issued for.
-    pub user_id: String,
+    /// Whom it was issued for.
+    pub owner: FamilyOwner,
     /// The scope it carries.
     pub scope: String,
     /// When the token was issued.
@@ -117,8 +120,94 @@ pub struct RefreshRecord {
     pub family_expires_at: SystemTime,
     /// When the token was redeemed, if it was.
     pub spent_at: Option<SystemTime>,
+    /// When a redemption within the grace replaced it, if one did.
+    pub superseded_at: Option<SystemTime>,
     /// When the family was revoked, if it was.
     pub revoked_at: Option<SystemTime>,
+}
+
+/// Whom a refresh-token family was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FamilyOwner {
+    /// A user of the tenant (password grant).
+    User(String),
+    /// A subject a tenant's backend vouched for (secure mode).
+    Subject {
+        /// The tenant's own id for its user (`sub`).
+        subject: String,
+        /// The client that minted the auth token (`act.sub`).
+        actor: String,
+    },
+}
+
+impl FamilyOwner {
+    /// The `sub` of the family's tokens.
+    pub fn subject(&self) -> &str {
+        match self {
+            Self::User(id) => id,
+            Self::Subject { subject, .. } => subject,
+        }
+    }
+
+    /// The user id, for a user's family.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Self::User(id) => Some(id),
+            Self::Subject { .. } => None,
+        }
+    }
+
+    /// The minting client, for a secure-mode family.
+    pub fn actor(&self) -> Option<&str> {
+        match self {
+            Self::User(_) => None,
+            Self::Subject { actor, .. } => Some(actor),
+        }
+    }
+
+    fn from_columns(
+        user: Option<String>,
+        subject: Option<String>,
+        actor: Option<String>,
+    ) -> Result<Self, StoreError> {
+        match (user, subject, actor) {
+            (Some(user), None, None) => Ok(Self::User(user)),
+            (None, Some(subject), Some(actor)) => Ok(Self::Subject { subject, actor }),
+            _ => Err(StoreError::Corrupt("refresh family owner".into())),
+        }
+    }
+}
+
+/// An auth token to store (secure mode).
+#[derive(Debug, Clone)]
+pub struct NewAuthToken {
+    /// SHA-256 of the token.
+    pub hash: Vec<u8>,
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The confidential client that minted it.
+    pub client_id: String,
+    /// The public client that may redeem it.
+    pub public_client_id: String,
+    /// The tenant's id for the user it signs in.
+    pub subject: String,
+    /// The scope it grants.
+    pub scope: String,
+    /// When it was minted.
+    pub created_at: SystemTime,
+    /// When it expires unredeemed.
+    pub expires_at: SystemTime,
+}
+
+/// A redeemed auth token: what the access token is issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthTokenRecord {
+    /// The client that minted it.
+    pub client_id: String,
+    /// The subject it signs in.
+    pub subject: String,
+    /// The scope it grants.
+    pub scope: String,
 }
 
 /// A refresh token to store.
@@ -137,6 +226,9 @@ pub struct NewRefreshToken {
 pub enum Redemption {
     /// The token was spent and its successor stored.
     Rotated,
+    /// The token was spent within the grace and its successor unused: a
+    /// new successor replaced that one.
+    Replayed,
     /// The token had been spent already: its whole family is now revoked.
     ReuseDetected,
     /// The family was revoked or expired, or the token idle too long.
@@ -163,7 +255,7 @@ impl Principal {
 
 const CLIENT_COLUMNS: &str = "tenant_id, id, name, secret_hash, previous_secret_hash, \
      previous_secret_expires_at, grant_types, scopes, audience, allowed_origins, created_at, \
-     disabled_at, tls_match_kind, tls_match_value, certificate_bound";
+     disabled_at, tls_match_kind, tls_match_value, certificate_bound, public";
 const USER_COLUMNS: &str = "tenant_id, id, username, password_hash, roles, created_at, disabled_at";
 
 fn tenant(row: &Row, index: usize) -> Result<TenantId, StoreError> {
@@ -190,6 +282,7 @@ fn client_from_row(row: &Row) -> Result<ClientRecord, StoreError> {
             _ => None,
         },
         certificate_bound: row.try_get(14)?,
+        public: row.try_get(15)?,
     })
 }
 
@@ -235,7 +328,8 @@ impl Store {
         tx.execute(
             "INSERT INTO clients (tenant_id, id, name, secret_hash, grant_types, scopes, \
              audience, allowed_origins, created_at, tls_match_kind, tls_match_value, \
-             certificate_bound) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             certificate_bound, public) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             &[
                 &client.tenant_id.as_str(),
                 &client.id,
@@ -252,6 +346,7 @@ impl Store {
                     .map(|t| t.parameter.as_str()),
                 &client.tls_client_auth.as_ref().map(|t| t.value.as_str()),
                 &client.certificate_bound,
+                &client.public,
             ],
         )
         .await?;
@@ -291,6 +386,26 @@ impl Store {
             .await?;
         let row = conn.query_opt(&statement, &[&tenant.as_str(), &id]).await?;
         row.as_ref().map(client_from_row).transpose()
+    }
+
+    /// Every origin an enabled public client of the tenant registered:
+    /// the origins its token and revocation endpoints answer CORS for.
+    pub async fn public_client_origins(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<String>, StoreError> {
+        let conn = self.client().await?;
+        let statement = conn
+            .prepare_cached(
+                "SELECT DISTINCT unnest(allowed_origins) FROM clients \
+                 WHERE tenant_id = $1 AND public AND disabled_at IS NULL",
+            )
+            .await?;
+        conn.query(&statement, &[&tenant.as_str()])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0).map_err(StoreError::from))
+            .collect()
     }
 
     /// Replaces an enabled client's secret; the old one keeps working until
@@ -456,19 +571,24 @@ impl Store {
         family_id: &str,
         tenant: &TenantId,
         client_id: &str,
-        user_id: &str,
+        owner: &FamilyOwner,
         expires_at: SystemTime,
         first: &NewRefreshToken,
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let conn = self.client().await?;
+        let (user, subject) = match owner {
+            FamilyOwner::User(id) => (Some(id.as_str()), None),
+            FamilyOwner::Subject { subject, .. } => (None, Some(subject.as_str())),
+        };
         // One statement, so one transaction: the family and its first
         // token exist together or not at all.
         let statement = conn
             .prepare_cached(
                 "WITH family AS ( \
-                   INSERT INTO refresh_families (id, tenant_id, client_id, user_id, created_at, expires_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
+                   INSERT INTO refresh_families (id, tenant_id, client_id, user_id, subject, actor, \
+                   created_at, expires_at) \
+                   VALUES ($1, $2, $3, $4, $10, $11, $5, $6) RETURNING id) \
                  INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
                  SELECT $7, id, $8, $5, $9 FROM family",
             )
@@ -479,12 +599,14 @@ impl Store {
                 &family_id,
                 &tenant.as_str(),
                 &client_id,
-                &user_id,
+                &user,
                 &now,
                 &expires_at,
                 &first.hash,
                 &first.scope,
                 &first.idle_expires_at,
+                &subject,
+                &owner.actor(),
             ],
         )
         .await?;
@@ -501,7 +623,8 @@ impl Store {
         let statement = conn
             .prepare_cached(
                 "SELECT f.id, f.tenant_id, f.client_id, f.user_id, t.scope, t.issued_at, \
-                 t.idle_expires_at, f.expires_at, t.spent_at, f.revoked_at \
+                 t.idle_expires_at, f.expires_at, t.spent_at, f.revoked_at, f.subject, f.actor, \
+                 t.superseded_at \
                  FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
                  WHERE t.token_hash = $1 AND f.tenant_id = $2",
             )
@@ -514,12 +637,17 @@ impl Store {
                 family_id: row.try_get(0)?,
                 tenant_id: tenant_from(&row)?,
                 client_id: row.try_get(2)?,
-                user_id: row.try_get(3)?,
+                owner: FamilyOwner::from_columns(
+                    row.try_get(3)?,
+                    row.try_get(10)?,
+                    row.try_get(11)?,
+                )?,
                 scope: row.try_get(4)?,
                 issued_at: row.try_get(5)?,
                 idle_expires_at: row.try_get(6)?,
                 family_expires_at: row.try_get(7)?,
                 spent_at: row.try_get(8)?,
+                superseded_at: row.try_get(12)?,
                 revoked_at: row.try_get(9)?,
             })
         })
@@ -527,13 +655,18 @@ impl Store {
     }
 
     /// Spends the token `old_hash` and stores `next` in its family, unless
-    /// the token was spent already (then the family is revoked and
-    /// `reuse_audit` recorded) or the family is dead. The row locks make
-    /// two concurrent redemptions of one token unable to both succeed.
+    /// the token was spent already or the family is dead. A token spent
+    /// less than `grace` ago whose successor is still unspent is answered
+    /// again: `next` replaces that successor, which is superseded (refused
+    /// from now on, without revoking the family). Any other spent token is
+    /// reuse: the family is revoked and `reuse_audit` recorded. The row
+    /// locks make concurrent redemptions of one token leave exactly one
+    /// live successor.
     pub async fn rotate_refresh_token(
         &self,
         old_hash: &[u8],
         next: &NewRefreshToken,
+        grace: std::time::Duration,
         reuse_audit: &NewAuditEvent,
         now: SystemTime,
     ) -> Result<Redemption, StoreError> {
@@ -547,11 +680,11 @@ impl Store {
                 "WITH target AS ( \
                    SELECT t.token_hash, t.family_id \
                    FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
-                   WHERE t.token_hash = $1 AND t.spent_at IS NULL AND f.revoked_at IS NULL \
-                   AND f.expires_at > $2 AND t.idle_expires_at > $2 \
+                   WHERE t.token_hash = $1 AND t.spent_at IS NULL AND t.superseded_at IS NULL \
+                   AND f.revoked_at IS NULL AND f.expires_at > $2 AND t.idle_expires_at > $2 \
                    FOR UPDATE OF t, f), \
                  spent AS ( \
-                   UPDATE refresh_tokens t SET spent_at = $2 FROM target \
+                   UPDATE refresh_tokens t SET spent_at = $2, successor_hash = $3 FROM target \
                    WHERE t.token_hash = target.token_hash RETURNING t.family_id) \
                  INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
                  SELECT $3, family_id, $4, $2, $5 FROM spent RETURNING family_id",
@@ -572,24 +705,56 @@ impl Store {
         if rotated.is_some() {
             return Ok(Redemption::Rotated);
         }
-        // Otherwise find out why, under the same locks. A spent token is
-        // reuse and revokes its family; an unspent one was expired or its
-        // family revoked.
+        // Otherwise find out why, under the same locks.
         let tx = conn.transaction().await?;
         let row = tx
             .query_opt(
-                "SELECT f.id, t.spent_at IS NOT NULL \
+                "SELECT f.id, t.spent_at, t.superseded_at IS NOT NULL, \
+                 f.revoked_at IS NULL AND f.expires_at > $2, t.successor_hash, \
+                 s.spent_at IS NULL AND s.superseded_at IS NULL \
                  FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+                 LEFT JOIN refresh_tokens s ON s.token_hash = t.successor_hash \
                  WHERE t.token_hash = $1 FOR UPDATE OF t, f",
-                &[&old_hash],
+                &[&old_hash, &now],
             )
             .await?;
         let Some(row) = row else {
             return Ok(Redemption::Dead);
         };
         let family: String = row.try_get(0)?;
-        let spent: bool = row.try_get(1)?;
-        if !spent {
+        let spent_at: Option<SystemTime> = row.try_get(1)?;
+        let superseded: bool = row.try_get(2)?;
+        let family_live: bool = row.try_get(3)?;
+        let successor: Option<Vec<u8>> = row.try_get(4)?;
+        let successor_live: Option<bool> = row.try_get(5)?;
+        let Some(spent_at) = spent_at.filter(|_| !superseded) else {
+            return Ok(Redemption::Dead);
+        };
+        // No grace means none: `now` was read before this redemption
+        // waited for the lock, so it may even precede `spent_at`.
+        let within_grace =
+            !grace.is_zero() && spent_at.checked_add(grace).is_some_and(|until| until > now);
+        if within_grace && family_live && successor_live == Some(true) {
+            tx.execute(
+                "UPDATE refresh_tokens SET superseded_at = $2 WHERE token_hash = $1",
+                &[&successor, &now],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&next.hash, &family, &next.scope, &now, &next.idle_expires_at],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE refresh_tokens SET successor_hash = $2 WHERE token_hash = $1",
+                &[&old_hash, &next.hash],
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Redemption::Replayed);
+        }
+        if !family_live {
             return Ok(Redemption::Dead);
         }
         let revoked = tx
@@ -667,6 +832,127 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a minted auth token and audits it, in one transaction.
+    pub async fn insert_auth_token(
+        &self,
+        token: &NewAuthToken,
+        audit: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO auth_tokens (token_hash, tenant_id, client_id, public_client_id, \
+                 subject, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .await?;
+        tx.execute(
+            &statement,
+            &[
+                &token.hash,
+                &token.tenant_id.as_str(),
+                &token.client_id,
+                &token.public_client_id,
+                &token.subject,
+                &token.scope,
+                &token.created_at,
+                &token.expires_at,
+            ],
+        )
+        .await?;
+        insert_audit(&tx, audit, token.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Redeems an auth token of `tenant` for `public_client`: one
+    /// statement marks it redeemed if it is unredeemed, unexpired and for
+    /// that client, so of concurrent redemptions exactly one gets it.
+    /// `None` for anything else (no such token, another tenant's or
+    /// client's, redeemed or expired).
+    pub async fn redeem_auth_token(
+        &self,
+        tenant: &TenantId,
+        hash: &[u8],
+        public_client: &str,
+        now: SystemTime,
+    ) -> Result<Option<AuthTokenRecord>, StoreError> {
+        let conn = self.client().await?;
+        let statement = conn
+            .prepare_cached(
+                "UPDATE auth_tokens SET redeemed_at = $4 \
+                 WHERE token_hash = $1 AND tenant_id = $2 AND public_client_id = $3 \
+                 AND redeemed_at IS NULL AND expires_at > $4 \
+                 RETURNING client_id, subject, scope",
+            )
+            .await?;
+        let row = conn
+            .query_opt(&statement, &[&hash, &tenant.as_str(), &public_client, &now])
+            .await?;
+        row.map(|row| {
+            Ok(AuthTokenRecord {
+                client_id: row.try_get(0)?,
+                subject: row.try_get(1)?,
+                scope: row.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Revokes a subject of `tenant`: every access token of it issued at
+    /// or before `issued_before` is refused until `keep_until`, and its
+    /// refresh-token families (as a user or a secure-mode subject) are
+    /// revoked; `audit` recorded. One transaction.
+    pub async fn revoke_subject(
+        &self,
+        tenant: &TenantId,
+        subject: &str,
+        issued_before: SystemTime,
+        keep_until: SystemTime,
+        audit: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        tx.execute(
+            "INSERT INTO revoked_subjects (tenant_id, subject, issued_before, keep_until) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, subject) DO UPDATE SET \
+             issued_before = greatest(revoked_subjects.issued_before, excluded.issued_before), \
+             keep_until = greatest(revoked_subjects.keep_until, excluded.keep_until)",
+            &[&tenant.as_str(), &subject, &issued_before, &keep_until],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE refresh_families SET revoked_at = $3 WHERE tenant_id = $1 \
+             AND (user_id = $2 OR subject = $2) AND revoked_at IS NULL",
+            &[&tenant.as_str(), &subject, &issued_before],
+        )
+        .await?;
+        insert_audit(&tx, audit, issued_before).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Until when tokens of `subject` issued at or before it are refused,
+    /// if the subject was revoked.
+    pub async fn subject_revoked_before(
+        &self,
+        tenant: &TenantId,
+        subject: &str,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let conn = self.client().await?;
+        let statement = conn
+            .prepare_cached(
+                "SELECT issued_before FROM revoked_subjects \
+                 WHERE tenant_id = $1 AND subject = $2 AND keep_until > $3",
+            )
+            .await?;
+        let row = conn
+            .query_opt(&statement, &[&tenant.as_str(), &subject, &now])
+            .await?;
+        row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+    }
+
     /// Deletes what can no longer matter: revoked access tokens past their
     /// expiry, and refresh families (with their tokens) past their absolute
     /// lifetime. Returns how many rows went.
@@ -692,8 +978,17 @@ impl Store {
                 &[&now],
             )
             .await?;
+        let auth_tokens = tx
+            .execute("DELETE FROM auth_tokens WHERE expires_at < $1", &[&now])
+            .await?;
+        let subjects = tx
+            .execute(
+                "DELETE FROM revoked_subjects WHERE keep_until < $1",
+                &[&now],
+            )
+            .await?;
         tx.commit().await?;
-        Ok(jtis + tokens + families)
+        Ok(jtis + tokens + families + auth_tokens + subjects)
     }
 
     /// Whether an access token was revoked.
@@ -727,6 +1022,8 @@ pub struct RevocationSnapshot {
     pub users: Vec<(String, String)>,
     /// Revoked access tokens, `(tenant, jti, expires_at)` in seconds.
     pub jtis: Vec<(String, String, SystemTime)>,
+    /// Revoked subjects, `(tenant, subject, issued_before, keep_until)`.
+    pub subjects: Vec<(String, String, SystemTime, SystemTime)>,
 }
 
 impl Store {
@@ -777,12 +1074,23 @@ impl Store {
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let subjects = conn
+            .query(
+                "SELECT tenant_id, subject, issued_before, keep_until FROM revoked_subjects \
+                 WHERE keep_until > $1",
+                &[&now],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(RevocationSnapshot {
             tenants,
             kids,
             clients,
             users,
             jtis,
+            subjects,
         })
     }
 }

@@ -27,6 +27,7 @@
 //!     allowed_origins: vec![],
 //!     roles: vec![],
 //!     certificate_thumbprint: None,
+//!     actor: None,
 //! };
 //! let token = mint(&claims, &signing).unwrap();
 //! let keys = KeySet::from_jwks(&[key.public.to_jwk(&key.kid)]).unwrap();
@@ -130,6 +131,9 @@ pub struct AccessTokenClaims {
     /// `cnf.x5t#S256` (RFC 8705 §3.1): the thumbprint of the client
     /// certificate the token is bound to, if it is bound.
     pub certificate_thumbprint: Option<String>,
+    /// `act.sub` (RFC 8693 §4.1): the client that vouched for the subject
+    /// when the token came from a token exchange (secure mode).
+    pub actor: Option<String>,
 }
 
 fn strings(values: &[String]) -> Value {
@@ -221,6 +225,9 @@ pub fn mint(claims: &AccessTokenClaims, key: &SigningKey) -> Result<String, Toke
     }
     if let Some(thumbprint) = &claims.certificate_thumbprint {
         map.insert("cnf".into(), serde_json::json!({ "x5t#S256": thumbprint }));
+    }
+    if let Some(actor) = &claims.actor {
+        map.insert("act".into(), serde_json::json!({ "sub": actor }));
     }
     let payload = JwtPayload::from_map(map).map_err(|_| TokenError::Signing)?;
     josekit::jwt::encode_with_signer(&payload, &header, &key.signer)
@@ -498,6 +505,19 @@ fn confirmation(claims: &serde_json::Map<String, Value>) -> Result<Option<String
         .ok_or(TokenError::InvalidClaim("cnf"))
 }
 
+/// `act.sub` (RFC 8693 §4.1), when the token names an actor. Nested
+/// actors (`act.act`) are prior actors, informational only (§4.1).
+fn actor(claims: &serde_json::Map<String, Value>) -> Result<Option<String>, TokenError> {
+    let Some(act) = claims.get("act") else {
+        return Ok(None);
+    };
+    act.get("sub")
+        .and_then(Value::as_str)
+        .filter(|sub| !sub.is_empty())
+        .map(|sub| Some(sub.to_owned()))
+        .ok_or(TokenError::InvalidClaim("act"))
+}
+
 fn check_claims(
     claims: &serde_json::Map<String, Value>,
     expect: &Expectations<'_>,
@@ -536,5 +556,6 @@ fn check_claims(
         allowed_origins: text_list(claims, "allowed_origins")?,
         roles: text_list(claims, "roles")?,
         certificate_thumbprint: confirmation(claims)?,
+        actor: actor(claims)?,
     })
 }

@@ -34,6 +34,7 @@ fn claims() -> AccessTokenClaims {
         allowed_origins: vec!["https://app.example".into()],
         roles: vec!["viewer".into()],
         certificate_thumbprint: None,
+        actor: None,
     }
 }
 

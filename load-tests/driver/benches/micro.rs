@@ -48,6 +48,7 @@ fn claims(issuer: &str, tenant: &TenantId) -> AccessTokenClaims {
         allowed_origins: Vec::new(),
         roles: Vec::new(),
         certificate_thumbprint: None,
+        actor: None,
     }
 }
 

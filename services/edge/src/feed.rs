@@ -112,6 +112,9 @@ fn revocations_of(snapshot: RevocationSnapshot) -> Revocations {
     for (tenant, jti, exp) in snapshot.jtis {
         revocations.jti(tenant, jti, exp);
     }
+    for (tenant, subject, issued_before, keep_until) in snapshot.subjects {
+        revocations.subject(tenant, subject, issued_before, keep_until);
+    }
     revocations
 }
 
@@ -189,8 +192,21 @@ pub fn apply(state: &EdgeState, envelope: &Envelope) {
                 .sessions
                 .close_where("token revoked", |s| s.tenant == *tenant && s.jti == *jti)
         }
+        Event::SubjectRevoked {
+            tenant,
+            subject,
+            issued_before,
+            keep_until,
+        } => {
+            revoke(&|r| r.subject(tenant.clone(), subject.clone(), *issued_before, *keep_until));
+            state.sessions.close_where("subject revoked", |s| {
+                s.tenant == *tenant && s.subject == *subject && s.issued_at <= *issued_before
+            })
+        }
         // Nothing an edge holds depends on these.
         Event::TenantCreated { .. }
+        | Event::TenantUpdated { .. }
+        | Event::ClientCreated { .. }
         | Event::ClientSecretRotated { .. }
         | Event::MasterKeyRewrapped => 0,
     };

@@ -22,6 +22,8 @@ pub struct SessionInfo {
     pub kid: Kid,
     /// `jti`.
     pub jti: String,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: u64,
 }
 
 impl SessionInfo {
@@ -33,6 +35,7 @@ impl SessionInfo {
             client: &self.client,
             subject: &self.subject,
             jti: &self.jti,
+            issued_at: self.issued_at,
         }
     }
 
@@ -44,6 +47,7 @@ impl SessionInfo {
             subject: claims.subject.clone(),
             kid: kid.clone(),
             jti: claims.jti.clone(),
+            issued_at: claims.issued_at,
         }
     }
 }

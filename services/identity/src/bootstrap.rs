@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::oauth::credentials::new_secret;
 use crate::oauth::registry::{NewClient, NewUser, RegistryError};
 use crate::state::{Services, ServicesError};
-use crate::tenants::{NewTenant, TenantError};
+use crate::tenants::{NewTenant, TenantError, TenantSettings};
 
 /// Why bootstrapping failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +89,7 @@ pub async fn bootstrap(
     let coord = Coord::new(&settings.redis)?;
     let services = Services::build(&settings, &store, &coord, &Metrics::new()?)?;
     let registry = &services.registry;
-    let demo = NewTenant::parse(tenant.as_str(), "Demo", None)?;
+    let demo = NewTenant::parse(tenant.as_str(), "Demo", TenantSettings::default())?;
     match services.tenants.create(demo, "bootstrap").await {
         Ok(_) => {}
         Err(TenantError::Exists) => {

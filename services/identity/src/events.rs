@@ -49,16 +49,18 @@ fn invalidate(cache: &KeyCache, clients: &ClientCache, event: &Event) {
         Event::TenantCreated { tenant, .. }
         | Event::KeyStaged { tenant }
         | Event::KeyRotated { tenant, .. }
-        | Event::KeyRevoked { tenant, .. } => cache.invalidate(tenant),
+        | Event::KeyRevoked { tenant, .. }
+        | Event::TenantUpdated { tenant } => cache.invalidate(tenant),
         Event::TenantDisabled { tenant } => {
             cache.invalidate(tenant);
             clients.invalidate_tenant(tenant);
         }
-        Event::ClientSecretRotated { tenant, client }
+        Event::ClientCreated { tenant, client }
+        | Event::ClientSecretRotated { tenant, client }
         | Event::ClientDisabled { tenant, client }
         | Event::TokenRevoked { tenant, client, .. } => clients.invalidate(tenant, client),
         // Users and re-wrapped keys are not cached per replica.
-        Event::UserDisabled { .. } | Event::MasterKeyRewrapped => {}
+        Event::UserDisabled { .. } | Event::SubjectRevoked { .. } | Event::MasterKeyRewrapped => {}
     }
 }
 

@@ -23,6 +23,7 @@ pub struct Metrics {
     master_key_age: IntGauge,
     unknown_events: IntCounter,
     password_checks: IntCounterVec,
+    auth_tokens: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,6 +94,13 @@ impl Metrics {
         for user in ["known", "unknown"] {
             password_checks.with_label_values(&[user]);
         }
+        let auth_tokens = IntCounterVec::new(
+            Opts::new(
+                "auth_tokens_total",
+                "Auth-token minting requests (secure mode), by tenant and outcome (minted, or the OAuth error code)",
+            ),
+            &["tenant", "outcome"],
+        )?;
         let unknown_events = IntCounter::new(
             "unknown_events_total",
             "Messages on the event channel this build did not understand (an unknown kind or version, or no JSON)",
@@ -116,6 +124,7 @@ impl Metrics {
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(unknown_events.clone()))?;
         registry.register(Box::new(password_checks.clone()))?;
+        registry.register(Box::new(auth_tokens.clone()))?;
         Ok(Self {
             registry,
             http_requests,
@@ -128,6 +137,7 @@ impl Metrics {
             master_key_age,
             unknown_events,
             password_checks,
+            auth_tokens,
         })
     }
 
@@ -146,6 +156,11 @@ impl Metrics {
     /// Counts one issued access token.
     pub fn token_issued(&self, tenant: &str, grant: &str) {
         self.tokens_issued.with_label_values(&[tenant, grant]).inc();
+    }
+
+    /// Counts one auth-token minting request by outcome.
+    pub fn auth_token(&self, tenant: &str, outcome: &str) {
+        self.auth_tokens.with_label_values(&[tenant, outcome]).inc();
     }
 
     /// Counts a refused client authentication or grant.

@@ -224,6 +224,8 @@ pub enum Revoked {
     User,
     /// The token itself (`jti`) is revoked.
     Token,
+    /// Its subject was revoked after the token was issued.
+    Subject,
 }
 
 /// What a token depends on, by reference: what [`Revocations::check_subject`]
@@ -240,6 +242,8 @@ pub struct Subject<'a> {
     pub subject: &'a str,
     /// `jti`.
     pub jti: &'a str,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: u64,
 }
 
 impl<'a> Subject<'a> {
@@ -251,8 +255,17 @@ impl<'a> Subject<'a> {
             client: &claims.client_id,
             subject: &claims.subject,
             jti: &claims.jti,
+            issued_at: claims.issued_at,
         }
     }
+}
+
+/// A revoked subject: tokens issued at or before `issued_before` are
+/// refused until `keep_until` (seconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SubjectCutoff {
+    issued_before: u64,
+    keep_until: u64,
 }
 
 /// What is revoked within one tenant.
@@ -262,6 +275,7 @@ struct TenantRevocations {
     clients: HashSet<String>,
     users: HashSet<String>,
     jtis: HashMap<String, u64>,
+    subjects: HashMap<String, SubjectCutoff>,
 }
 
 /// Everything revoked that tokens may still carry. Nested per tenant so
@@ -304,6 +318,25 @@ impl Revocations {
         *expiry = (*expiry).max(expires_at);
     }
 
+    /// Records a revoked subject: its tokens issued at or before
+    /// `issued_before` are refused, until `keep_until`.
+    pub fn subject(
+        &mut self,
+        tenant: TenantId,
+        subject: String,
+        issued_before: u64,
+        keep_until: u64,
+    ) {
+        merge_cutoff(
+            &mut self.of(tenant).subjects,
+            subject,
+            SubjectCutoff {
+                issued_before,
+                keep_until,
+            },
+        );
+    }
+
     /// Adds everything `other` revokes. Revocations are never undone (a
     /// revoked jti only expires), so merging a snapshot cannot lose an
     /// event applied while the snapshot was in flight.
@@ -318,6 +351,9 @@ impl Revocations {
                 let expiry = ours.jtis.entry(jti).or_insert(exp);
                 *expiry = (*expiry).max(exp);
             }
+            for (subject, cutoff) in theirs.subjects {
+                merge_cutoff(&mut ours.subjects, subject, cutoff);
+            }
         }
     }
 
@@ -325,6 +361,9 @@ impl Revocations {
     pub fn purge(&mut self, now: u64) {
         for revoked in self.within.values_mut() {
             revoked.jtis.retain(|_, exp| *exp >= now);
+            revoked
+                .subjects
+                .retain(|_, cutoff| cutoff.keep_until >= now);
         }
     }
 
@@ -353,8 +392,22 @@ impl Revocations {
         if revoked.jtis.contains_key(subject.jti) {
             return Err(Revoked::Token);
         }
+        if revoked
+            .subjects
+            .get(subject.subject)
+            .is_some_and(|cutoff| subject.issued_at <= cutoff.issued_before)
+        {
+            return Err(Revoked::Subject);
+        }
         Ok(())
     }
+}
+
+/// Keeps the later of two cutoffs of one subject.
+fn merge_cutoff(cutoffs: &mut HashMap<String, SubjectCutoff>, subject: String, new: SubjectCutoff) {
+    let cutoff = cutoffs.entry(subject).or_insert(new);
+    cutoff.issued_before = cutoff.issued_before.max(new.issued_before);
+    cutoff.keep_until = cutoff.keep_until.max(new.keep_until);
 }
 
 /// Tokens whose signature was verified, keyed by SHA-256 of the token, so

@@ -122,6 +122,7 @@ fn claims(sub: &str, client: &str) -> crate::AccessTokenClaims {
         allowed_origins: vec![],
         roles: vec![],
         certificate_thumbprint: None,
+        actor: None,
     }
 }
 
@@ -147,6 +148,35 @@ fn revocations_name_what_was_revoked() {
     assert_eq!(revoked.check(&user_token, &kid), Err(Revoked::Key));
     revoked.tenant(acme);
     assert_eq!(revoked.check(&user_token, &kid), Err(Revoked::Tenant));
+}
+
+#[test]
+fn a_revoked_subject_refuses_tokens_issued_until_the_cutoff_only() {
+    let acme = TenantId::parse("acme").unwrap();
+    let kid = Kid::parse("k1").unwrap();
+    let mut before = claims("s1", "browser");
+    before.issued_at = 50;
+    let mut after = before.clone();
+    after.issued_at = 51;
+    let mut revoked = Revocations::default();
+    revoked.subject(acme.clone(), "s1".into(), 50, 1_000);
+    assert_eq!(revoked.check(&before, &kid), Err(Revoked::Subject));
+    assert_eq!(revoked.check(&after, &kid), Ok(()));
+    assert_eq!(revoked.check(&claims("s2", "browser"), &kid), Ok(()));
+    // A later revocation of the same subject moves the cutoff forward;
+    // merging an older one does not move it back.
+    let mut later = Revocations::default();
+    later.subject(acme.clone(), "s1".into(), 60, 2_000);
+    revoked.merge(later);
+    let mut older = Revocations::default();
+    older.subject(acme, "s1".into(), 40, 500);
+    revoked.merge(older);
+    after.issued_at = 60;
+    assert_eq!(revoked.check(&after, &kid), Err(Revoked::Subject));
+    revoked.purge(2_000);
+    assert_eq!(revoked.check(&after, &kid), Err(Revoked::Subject));
+    revoked.purge(2_001);
+    assert_eq!(revoked.check(&after, &kid), Ok(()));
 }
 
 #[test]

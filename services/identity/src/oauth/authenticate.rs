@@ -18,8 +18,8 @@ impl OAuthService {
     /// as keyed digests in constant time, the previous secret only until
     /// its overlap ends. A `tls_client_auth` client sends no secret: the
     /// connection's verified client certificate must be the registered one
-    /// (RFC 8705 §2.1). Each client has exactly one method; the other
-    /// always fails.
+    /// (RFC 8705 §2.1). A public client presents only its `client_id`.
+    /// Each client has exactly one method; the others always fail.
     pub(super) async fn authenticate(
         &self,
         tenant: &TenantEntry,
@@ -69,6 +69,9 @@ impl OAuthService {
                     });
                 same_digest(&presented, current) || previous
             }
+            // A public client (secure mode) has nothing to present but
+            // its id, in the body.
+            (None, None, None) => client.public && !credentials.basic,
             _ => false,
         };
         if authenticated {

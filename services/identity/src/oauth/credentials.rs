@@ -32,7 +32,8 @@ pub fn new_secret() -> Result<String, openssl::error::ErrorStack> {
     random_token(32)
 }
 
-/// SHA-256 of a refresh token, as stored.
+/// SHA-256 of a refresh token or an auth token, as stored (256 random
+/// bits need no salt or stretching).
 pub fn refresh_token_hash(token: &str) -> Vec<u8> {
     openssl::sha::sha256(token.as_bytes()).to_vec()
 }

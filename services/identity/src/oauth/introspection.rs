@@ -44,11 +44,21 @@ impl OAuthService {
         {
             return Ok(None);
         }
-        if claims.subject != claims.client_id {
+        // A secure-mode subject (`act` present) is the tenant's own user,
+        // unknown here; any other `sub` but the client is a user of ours.
+        if claims.subject != claims.client_id && claims.actor.is_none() {
             let user = self.store.user(&tenant.tenant.id, &claims.subject).await?;
             if user.is_none_or(|u| u.disabled_at.is_some()) {
                 return Ok(None);
             }
+        }
+        if let Some(cutoff) = self
+            .store
+            .subject_revoked_before(&tenant.tenant.id, &claims.subject, clock::now())
+            .await?
+            && claims.issued_at <= clock::unix_of(cutoff)
+        {
+            return Ok(None);
         }
         Ok(Some(verified))
     }
@@ -81,7 +91,13 @@ pub(super) async fn introspect(
             {
                 fields.insert("cnf".into(), serde_json::json!({ "x5t#S256": thumbprint }));
             }
+            if let Some(actor) = &c.actor
+                && let Some(fields) = answer.as_object_mut()
+            {
+                fields.insert("act".into(), serde_json::json!({ "sub": actor }));
+            }
             if c.subject != c.client_id
+                && c.actor.is_none()
                 && let Some(user) = service.store.user(&tenant.tenant.id, &c.subject).await?
                 && let Some(fields) = answer.as_object_mut()
             {
@@ -104,11 +120,14 @@ pub(super) async fn introspect(
     }) else {
         return Ok(serde_json::json!({ "active": false }));
     };
-    let user_ok = service
-        .store
-        .user(&tenant.tenant.id, &record.user_id)
-        .await?
-        .is_some_and(|u| u.disabled_at.is_none());
+    let user_ok = match record.owner.user() {
+        Some(user) => service
+            .store
+            .user(&tenant.tenant.id, user)
+            .await?
+            .is_some_and(|u| u.disabled_at.is_none()),
+        None => true,
+    };
     let client_ok = service
         .clients
         .get(&tenant.tenant.id, &record.client_id)
@@ -122,7 +141,7 @@ pub(super) async fn introspect(
         "token_type": "refresh_token",
         "scope": record.scope,
         "client_id": record.client_id,
-        "sub": record.user_id,
+        "sub": record.owner.subject(),
         "iss": service.cache.issuer(&tenant.tenant.id),
         "exp": clock::unix_of(record.idle_expires_at.min(record.family_expires_at)),
         "iat": clock::unix_of(record.issued_at),

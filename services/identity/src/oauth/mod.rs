@@ -1,10 +1,12 @@
 //! The OAuth2 side of the identity service: [`OAuthService`] (client
-//! authentication, the grants, introspection and revocation),
+//! authentication, the grants, introspection and revocation, and minting
+//! secure mode's auth tokens),
 //! [`registry::RegistryService`] (clients and users), and what they need
 //! (password hashing on a bounded pool, a client cache, rate limits).
 //! Nothing here knows HTTP: `crate::routes` parses requests into
 //! [`request`] types and maps [`OAuthError`] to responses.
 
+mod auth_token;
 mod authenticate;
 pub mod clients;
 pub mod credentials;
@@ -20,6 +22,7 @@ pub mod scope;
 mod service;
 pub mod token;
 
+pub use auth_token::AuthTokenResponse;
 pub use authenticate::certificate_binding;
 pub use error::OAuthError;
 pub use request::GrantType;

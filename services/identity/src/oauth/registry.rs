@@ -87,6 +87,9 @@ pub enum ClientAuthentication {
     Secret,
     /// With its TLS client certificate (RFC 8705 `tls_client_auth`).
     Certificate(CertificateMatch),
+    /// Not at all: a public client (`none`, secure mode), identified by
+    /// its `client_id` only.
+    Public,
 }
 
 /// A validated client registration.
@@ -161,7 +164,7 @@ impl NewClient {
     pub fn certificate(&self) -> Option<&CertificateMatch> {
         match &self.authentication {
             ClientAuthentication::Certificate(certificate) => Some(certificate),
-            ClientAuthentication::Secret => None,
+            ClientAuthentication::Secret | ClientAuthentication::Public => None,
         }
     }
 
@@ -190,6 +193,20 @@ impl NewClient {
                 }
                 ClientAuthentication::Secret
             }
+            "none" => {
+                if let Some((name, _)) = given.first() {
+                    return Err(bad(format!(
+                        "{name} is for token_endpoint_auth_method tls_client_auth"
+                    )));
+                }
+                if bound == Some(true) {
+                    return Err(bad(
+                        "a public client has no certificate to bind its tokens to",
+                    ));
+                }
+                self.check_public()?;
+                ClientAuthentication::Public
+            }
             "tls_client_auth" => match given.as_slice() {
                 [(name, value)] => ClientAuthentication::Certificate(
                     CertificateMatch::parse(name, value)
@@ -205,7 +222,7 @@ impl NewClient {
             other => {
                 return Err(bad(format!(
                     "token_endpoint_auth_method `{other}` is not supported; use \
-                     client_secret_basic, client_secret_post or tls_client_auth"
+                     client_secret_basic, client_secret_post, tls_client_auth or none"
                 )));
             }
         };
@@ -213,7 +230,45 @@ impl NewClient {
             self.authentication,
             ClientAuthentication::Certificate(_)
         ));
+        if !matches!(self.authentication, ClientAuthentication::Public)
+            && self
+                .grant_types
+                .iter()
+                .any(|g| g == GrantType::TokenExchange.as_str())
+        {
+            // Auth tokens are bound to the public client that redeems
+            // them: a confidential client could never use this grant.
+            return Err(bad(
+                "token-exchange redeems auth tokens, which are bound to public clients: \
+                 register it with token_endpoint_auth_method none",
+            ));
+        }
         Ok(self)
+    }
+
+    /// The rules of a public client: at least one origin, only the grant
+    /// types a browser can use, never `admin`.
+    fn check_public(&self) -> Result<(), RegistryError> {
+        if self.allowed_origins.is_empty() {
+            return Err(bad(
+                "a public client must register at least one allowed_origins entry",
+            ));
+        }
+        let allowed = GrantType::PUBLIC.map(GrantType::as_str);
+        if let Some(other) = self
+            .grant_types
+            .iter()
+            .find(|g| !allowed.contains(&g.as_str()))
+        {
+            return Err(bad(format!(
+                "a public client may hold only the grant types {}; not {other}",
+                allowed.join(" and ")
+            )));
+        }
+        if self.scopes.iter().any(|s| s == ADMIN) {
+            return Err(bad("a public client can never hold the admin scope"));
+        }
+        Ok(())
     }
 }
 
@@ -314,6 +369,17 @@ impl RegistryService {
         Ok(())
     }
 
+    /// A client of the tenant as registered, disabled or not.
+    pub async fn client(&self, tenant: &TenantId, id: &str) -> Result<ClientRecord, RegistryError> {
+        if !plain(id, 128) {
+            return Err(RegistryError::NotFound);
+        }
+        self.store
+            .oauth_client(tenant, id)
+            .await?
+            .ok_or(RegistryError::NotFound)
+    }
+
     /// Registers a client of an enabled tenant; returns it with its secret,
     /// shown this once (none for a client that authenticates with a
     /// certificate).
@@ -336,6 +402,7 @@ impl RegistryService {
                     value: certificate.value(),
                 }),
             ),
+            ClientAuthentication::Public => (None, None),
         };
         let secret_hash = secret
             .as_ref()
@@ -357,16 +424,23 @@ impl RegistryService {
             disabled_at: None,
             tls_client_auth,
             certificate_bound: new.certificate_bound,
+            public: matches!(new.authentication, ClientAuthentication::Public),
+        };
+        let event = Event::ClientCreated {
+            tenant: tenant.clone(),
+            client: id.clone(),
         };
         let audit = NewAuditEvent {
             tenant_id: Some(tenant.clone()),
-            kind: "client.created",
+            kind: event.kind(),
             actor: actor.to_owned(),
             details: serde_json::json!({ "client_id": id, "grant_types": record.grant_types }),
         };
         self.store.insert_client(&record, &audit).await?;
-        // This replica may remember that the id did not exist.
+        // Replicas may remember that the id did not exist, and a public
+        // client's origins change the tenant's CORS answers.
         self.clients.invalidate(tenant, &record.id);
+        self.events.publish(event).await;
         Ok((record, secret))
     }
 
@@ -383,10 +457,10 @@ impl RegistryService {
             .clients
             .get(tenant, id)
             .await?
-            .is_some_and(|client| client.tls_client_auth.is_some())
+            .is_some_and(|client| client.tls_client_auth.is_some() || client.public)
         {
             return Err(bad(
-                "this client authenticates with its certificate and has no secret",
+                "this client authenticates without a secret (a certificate, or none: a public client)",
             ));
         }
         let secret = Zeroizing::new(new_secret().map_err(internal)?);
@@ -466,6 +540,58 @@ impl RegistryService {
             self.clients.invalidate(tenant, id);
         }
         self.events.publish(event).await;
+        Ok(())
+    }
+
+    /// Revokes a subject (a user id or a secure-mode subject): its access
+    /// tokens issued until now are refused by introspection and the edges,
+    /// whose sessions of it close; its refresh-token families are revoked.
+    ///
+    /// Tokens carry `iat` in whole seconds, so the cutoff is this second,
+    /// and the call returns only once the next second has begun: a token
+    /// issued after it returns is never caught by it.
+    pub async fn revoke_subject(
+        &self,
+        tenant: &TenantId,
+        subject: &str,
+        actor: &str,
+    ) -> Result<(), RegistryError> {
+        self.live_tenant(tenant).await?;
+        if !plain(subject, 255) {
+            return Err(RegistryError::NotFound);
+        }
+        let issued_before = clock::unix_seconds();
+        // No token issued before the call is accepted after this: none
+        // lives longer than the longest lifetime, plus any verifier's skew.
+        let keep_until = issued_before
+            + u64::try_from(*crate::tenants::TOKEN_TTL_RANGE.end()).unwrap_or(86_400)
+            + keysilo_config::MAX_CLOCK_SKEW_SECONDS;
+        let event = Event::SubjectRevoked {
+            tenant: tenant.clone(),
+            subject: subject.to_owned(),
+            issued_before,
+            keep_until,
+        };
+        let audit = NewAuditEvent {
+            tenant_id: Some(tenant.clone()),
+            kind: event.kind(),
+            actor: actor.to_owned(),
+            details: serde_json::json!({ "subject": subject }),
+        };
+        self.store
+            .revoke_subject(
+                tenant,
+                subject,
+                clock::from_unix(issued_before),
+                clock::from_unix(keep_until),
+                &audit,
+            )
+            .await?;
+        self.events.publish(event).await;
+        let next_second = clock::from_unix(issued_before + 1);
+        if let Ok(wait) = next_second.duration_since(clock::now()) {
+            tokio::time::sleep(wait).await;
+        }
         Ok(())
     }
 

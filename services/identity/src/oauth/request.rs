@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use keysilo_tls::PeerCertificate;
 use zeroize::Zeroizing;
 
-/// A grant type a client can be registered for and the token endpoint
-/// serves. The one list behind registration, the discovery metadata and
-/// the OpenAPI document.
+/// A grant type a client can be registered for. The one list behind
+/// registration, the discovery metadata and the OpenAPI document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GrantType {
     /// RFC 6749 §4.4.
@@ -18,19 +17,48 @@ pub enum GrantType {
     Password,
     /// RFC 6749 §6.
     RefreshToken,
+    /// RFC 8693 token exchange: a public client redeems an auth token.
+    TokenExchange,
+    /// Not a grant of the token endpoint: a confidential client may mint
+    /// auth tokens at `/{T}/oauth2/auth-token` (secure mode).
+    AuthToken,
 }
 
-impl GrantType {
-    /// Every grant type, in the order documents list them.
-    pub const ALL: [Self; 3] = [Self::ClientCredentials, Self::Password, Self::RefreshToken];
+/// The `subject_token_type` of an auth token (secure mode).
+pub const AUTH_TOKEN_TYPE: &str = "urn:keysilo:params:oauth:token-type:auth-token";
 
-    /// The `grant_type` value.
+/// The `issued_token_type` of a token exchange (RFC 8693 §3).
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+impl GrantType {
+    /// Every grant type a client can be registered for, in the order
+    /// documents list them.
+    pub const ALL: [Self; 5] = [
+        Self::ClientCredentials,
+        Self::Password,
+        Self::RefreshToken,
+        Self::TokenExchange,
+        Self::AuthToken,
+    ];
+
+    /// The grant types a public client may hold.
+    pub const PUBLIC: [Self; 2] = [Self::TokenExchange, Self::RefreshToken];
+
+    /// The `grant_type` value (or, for [`GrantType::AuthToken`], the
+    /// registered name).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClientCredentials => "client_credentials",
             Self::Password => "password",
             Self::RefreshToken => "refresh_token",
+            Self::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
+            Self::AuthToken => "auth_token",
         }
+    }
+
+    /// Whether the token endpoint serves it.
+    pub fn at_token_endpoint(self) -> bool {
+        self != Self::AuthToken
     }
 
     /// The grant type named `value`, if it is one.
@@ -38,9 +66,18 @@ impl GrantType {
         Self::ALL.into_iter().find(|g| g.as_str() == value)
     }
 
-    /// Every `grant_type` value.
+    /// Every name a client can be registered with.
     pub fn names() -> Vec<&'static str> {
         Self::ALL.into_iter().map(Self::as_str).collect()
+    }
+
+    /// Every `grant_type` value of the token endpoint.
+    pub fn token_endpoint_names() -> Vec<&'static str> {
+        Self::ALL
+            .into_iter()
+            .filter(|g| g.at_token_endpoint())
+            .map(Self::as_str)
+            .collect()
     }
 }
 

@@ -55,17 +55,14 @@ impl OAuthService {
         request: OAuthRequest<'_>,
     ) -> Result<(GrantType, TokenResponse), OAuthError> {
         let (client, mut params, peer) = self.authenticated(tenant, request).await?;
-        self.limits
-            .client(&format!("{}/{}", tenant.tenant.id, client.id))
-            .map_err(|wait| {
-                self.metrics.rate_limited("client");
-                OAuthError::RateLimited(wait)
-            })?;
+        self.client_rate(tenant, &client.id)?;
         let grant = params
             .remove("grant_type")
             .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
         let binding = super::authenticate::certificate_binding(&client, peer)?;
-        let grant = GrantType::parse(&grant).ok_or(OAuthError::UnsupportedGrantType)?;
+        let grant = GrantType::parse(&grant)
+            .filter(|g| g.at_token_endpoint())
+            .ok_or(OAuthError::UnsupportedGrantType)?;
         let context = grants::Context {
             service: self,
             tenant,
@@ -76,6 +73,8 @@ impl OAuthService {
             GrantType::ClientCredentials => grants::client_credentials::grant(&context, &params)?,
             GrantType::Password => grants::password::grant(&context, &mut params).await?,
             GrantType::RefreshToken => grants::refresh_token::grant(&context, &params).await?,
+            GrantType::TokenExchange => grants::token_exchange::grant(&context, &params).await?,
+            GrantType::AuthToken => return Err(OAuthError::UnsupportedGrantType),
         };
         Ok((grant, response))
     }
@@ -86,7 +85,12 @@ impl OAuthService {
         tenant: &TenantEntry,
         request: OAuthRequest<'_>,
     ) -> Result<serde_json::Value, OAuthError> {
-        let (_client, token) = self.authenticated_token(tenant, request).await?;
+        let (client, token) = self.authenticated_token(tenant, request).await?;
+        // Introspection is for resource servers, which keep a credential;
+        // a browser's public client has none to prove who it is.
+        if client.public {
+            return Err(OAuthError::UnauthorizedClient);
+        }
         introspection::introspect(self, tenant, &token).await
     }
 
@@ -100,9 +104,33 @@ impl OAuthService {
         introspection::revoke(self, tenant, &client, &token).await
     }
 
+    /// Whether browsers from `origin` (as sent in `Origin`) may call the
+    /// tenant's token and revocation endpoints: a public client of the
+    /// tenant registered it. From the client cache, no database read once
+    /// warm; an origin that cannot be looked up is refused.
+    pub async fn is_cors_origin(&self, tenant: &TenantEntry, origin: &str) -> bool {
+        let Some(normalized) = keysilo_tokens::gate::normalize_origin(origin) else {
+            return false;
+        };
+        self.clients
+            .is_cors_origin(&tenant.tenant.id, &normalized)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Applies the client's rate limit.
+    pub(super) fn client_rate(&self, tenant: &TenantEntry, client: &str) -> Result<(), OAuthError> {
+        self.limits
+            .client(&format!("{}/{}", tenant.tenant.id, client))
+            .map_err(|wait| {
+                self.metrics.rate_limited("client");
+                OAuthError::RateLimited(wait)
+            })
+    }
+
     /// Authenticates the request's client; returns it with the other
     /// parameters and the connection's certificate.
-    async fn authenticated<'r>(
+    pub(super) async fn authenticated<'r>(
         &self,
         tenant: &TenantEntry,
         request: OAuthRequest<'r>,

@@ -20,6 +20,9 @@ use crate::keys::TenantEntry;
 #[derive(Serialize)]
 pub struct TokenResponse {
     access_token: String,
+    /// RFC 8693 §2.2.1, for a token exchange only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token_type: Option<&'static str>,
     token_type: &'static str,
     expires_in: i32,
     scope: String,
@@ -66,12 +69,33 @@ pub(super) fn grant_scope(
     }
 }
 
-/// Signs an access token for `subject` with the tenant's active key.
+/// Whom an access token is for: its `sub`, the user's roles, and the
+/// client that vouched for the subject (`act`, secure mode).
+pub(super) struct Holder<'a> {
+    /// `sub`.
+    pub subject: &'a str,
+    /// `roles`.
+    pub roles: &'a [String],
+    /// `act.sub`.
+    pub actor: Option<&'a str>,
+}
+
+impl<'a> Holder<'a> {
+    /// A token for a client or a user with these roles.
+    pub fn of(subject: &'a str, roles: &'a [String]) -> Self {
+        Self {
+            subject,
+            roles,
+            actor: None,
+        }
+    }
+}
+
+/// Signs an access token for `holder` with the tenant's active key.
 pub(super) fn mint(
     context: &Context<'_>,
-    subject: &str,
+    holder: &Holder<'_>,
     scope: &BTreeSet<String>,
-    roles: &[String],
 ) -> Result<String, OAuthError> {
     let Context {
         service,
@@ -94,7 +118,7 @@ pub(super) fn mint(
     };
     let claims = AccessTokenClaims {
         issuer,
-        subject: subject.to_owned(),
+        subject: holder.subject.to_owned(),
         audience,
         client_id: client.id.clone(),
         scope: scope::join(scope),
@@ -103,8 +127,9 @@ pub(super) fn mint(
         issued_at: now,
         expires_at: now + ttl,
         allowed_origins: client.allowed_origins.clone(),
-        roles: roles.to_vec(),
+        roles: holder.roles.to_vec(),
         certificate_thumbprint: binding.map(str::to_owned),
+        actor: holder.actor.map(str::to_owned),
     };
     keysilo_tokens::mint(&claims, signing).map_err(OAuthError::internal)
 }
@@ -118,10 +143,19 @@ pub(super) fn response(
 ) -> TokenResponse {
     TokenResponse {
         access_token,
+        issued_token_type: None,
         token_type: "Bearer",
         expires_in: tenant.tenant.token_ttl_seconds,
         scope: scope::join(scope),
         refresh_token,
+    }
+}
+
+impl TokenResponse {
+    /// The answer to a token exchange (RFC 8693 §2.2.1).
+    pub(super) fn exchanged(mut self) -> Self {
+        self.issued_token_type = Some(super::request::ACCESS_TOKEN_TYPE);
+        self
     }
 }
 

@@ -6,6 +6,8 @@ use zeroize::Zeroizing;
 
 use super::tenants::tenant_in_path;
 use crate::auth::{AdminCaller, authorize_tenant};
+use keysilo_store::ClientRecord;
+
 use crate::clock;
 use crate::error::ApiError;
 use crate::oauth::registry::{NewClient, NewUser, Principal, RegistryError};
@@ -90,6 +92,19 @@ pub async fn post_client(
         .registry
         .create_client(&tenant, new, &actor.name())
         .await?;
+    let mut document = client_document(&record, method.as_deref());
+    if let (Some(secret), Some(members)) = (&secret, document.as_object_mut()) {
+        members.insert("client_secret".into(), secret.as_str().into());
+    }
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(document))
+}
+
+/// A client as the admin API shows it (never a secret). `method` is the
+/// secret method it registered with, when known (the store keeps only
+/// that it has a secret; `client_secret_basic` otherwise).
+fn client_document(record: &ClientRecord, method: Option<&str>) -> serde_json::Value {
     let mut document = serde_json::json!({
         "client_id": record.id,
         "name": record.name,
@@ -99,31 +114,54 @@ pub async fn post_client(
         "allowed_origins": record.allowed_origins,
         "created_at": clock::rfc3339(record.created_at),
         "tls_client_certificate_bound_access_tokens": record.certificate_bound,
+        "disabled": record.disabled_at.is_some(),
     });
+    let method = match (&record.tls_client_auth, record.public) {
+        (Some(_), _) => "tls_client_auth",
+        (None, true) => "none",
+        (None, false) => method.unwrap_or("client_secret_basic"),
+    };
     if let Some(members) = document.as_object_mut() {
-        match (&secret, &record.tls_client_auth) {
-            (Some(secret), _) => {
-                members.insert("client_secret".into(), secret.as_str().into());
-                members.insert(
-                    "token_endpoint_auth_method".into(),
-                    method
-                        .unwrap_or_else(|| "client_secret_basic".into())
-                        .into(),
-                );
-            }
-            (None, Some(tls)) => {
-                members.insert(
-                    "token_endpoint_auth_method".into(),
-                    "tls_client_auth".into(),
-                );
-                members.insert(tls.parameter.clone(), tls.value.clone().into());
-            }
-            (None, None) => {}
+        members.insert("token_endpoint_auth_method".into(), method.into());
+        if let Some(tls) = &record.tls_client_auth {
+            members.insert(tls.parameter.clone(), tls.value.clone().into());
         }
     }
-    Ok(HttpResponse::Created()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(document))
+    document
+}
+
+/// `GET /admin/v1/tenants/{T}/clients/{id}`: the client's registration,
+/// disabled clients included, without any secret. **Permissions:**
+/// platform admin, or a tenant admin of `T`.
+pub async fn get_client(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, id) = path.into_inner();
+    let tenant = tenant_in_path(&tenant)?;
+    authorize_tenant(&state, &caller, &tenant).await?;
+    let record = state.registry.client(&tenant, &id).await?;
+    Ok(HttpResponse::Ok().json(client_document(&record, None)))
+}
+
+/// `POST /admin/v1/tenants/{T}/subjects/{subject}/revoke`: every access
+/// token of the subject issued before the call is refused, its refresh
+/// families revoked and its sessions closed. **Permissions:** platform
+/// admin, or a tenant admin of `T`.
+pub async fn post_subject_revoke(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, subject) = path.into_inner();
+    let tenant = tenant_in_path(&tenant)?;
+    let actor = authorize_tenant(&state, &caller, &tenant).await?;
+    state
+        .registry
+        .revoke_subject(&tenant, &subject, &actor.name())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// `POST /admin/v1/tenants/{T}/clients/{id}/secret`: a new secret; the

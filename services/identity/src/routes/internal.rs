@@ -56,6 +56,18 @@ pub async fn get_revocations(
             .iter()
             .map(|(t, jti, exp)| Ok((tenant(t)?, jti.clone(), clock::unix_of(*exp))))
             .collect::<Result<_, ApiError>>()?,
+        subjects: stored
+            .subjects
+            .iter()
+            .map(|(t, subject, before, until)| {
+                Ok((
+                    tenant(t)?,
+                    subject.clone(),
+                    clock::unix_of(*before),
+                    clock::unix_of(*until),
+                ))
+            })
+            .collect::<Result<_, ApiError>>()?,
     };
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

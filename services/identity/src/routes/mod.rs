@@ -73,6 +73,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     use Group::{Admin, OAuth, Plain};
     use openapi as doc;
     let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+    let (patch, options) = (Method::PATCH, Method::OPTIONS);
     vec![
         Endpoint::new(
             post.clone(),
@@ -96,6 +97,20 @@ pub fn endpoints() -> Vec<Endpoint> {
             doc::jwks,
         ),
         Endpoint::new(
+            options.clone(),
+            "/{tenant}/oauth2/token",
+            OAuth,
+            |r| r.to(oauth::options_cors),
+            doc::preflight,
+        ),
+        Endpoint::new(
+            post.clone(),
+            "/{tenant}/oauth2/auth-token",
+            OAuth,
+            |r| r.to(oauth::post_auth_token),
+            doc::auth_token,
+        ),
+        Endpoint::new(
             post.clone(),
             "/{tenant}/oauth2/introspect",
             OAuth,
@@ -108,6 +123,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             OAuth,
             |r| r.to(oauth::post_revoke),
             doc::revoke,
+        ),
+        Endpoint::new(
+            options,
+            "/{tenant}/oauth2/revoke",
+            OAuth,
+            |r| r.to(oauth::options_cors),
+            doc::preflight,
         ),
         Endpoint::new(
             get.clone(),
@@ -180,6 +202,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             doc::get_tenant,
         ),
         Endpoint::new(
+            patch,
+            "/admin/v1/tenants/{tenant}",
+            Admin,
+            |r| r.to(tenants::patch_tenant),
+            doc::patch_tenant,
+        ),
+        Endpoint::new(
             delete.clone(),
             "/admin/v1/tenants/{tenant}",
             Admin,
@@ -220,6 +249,20 @@ pub fn endpoints() -> Vec<Endpoint> {
             Admin,
             |r| r.to(clients::post_client),
             doc::create_client,
+        ),
+        Endpoint::new(
+            get.clone(),
+            "/admin/v1/tenants/{tenant}/clients/{client}",
+            Admin,
+            |r| r.to(clients::get_client),
+            doc::get_client,
+        ),
+        Endpoint::new(
+            post.clone(),
+            "/admin/v1/tenants/{tenant}/subjects/{subject}/revoke",
+            Admin,
+            |r| r.to(clients::post_subject_revoke),
+            doc::revoke_subject,
         ),
         Endpoint::new(
             delete.clone(),

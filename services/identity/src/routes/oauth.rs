@@ -1,4 +1,5 @@
-//! `/{T}/oauth2/token`, `/{T}/oauth2/introspect` and `/{T}/oauth2/revoke`.
+//! `/{T}/oauth2/token`, `/auth-token`, `/introspect` and `/revoke`, and
+//! the CORS answers of the two a browser calls.
 
 use std::sync::Arc;
 
@@ -85,8 +86,10 @@ fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResp
     response
 }
 
-/// `POST /{T}/oauth2/token` (RFC 6749): `client_credentials`, `password`
-/// and `refresh_token`. **Permissions:** an authenticated client of `T`.
+/// `POST /{T}/oauth2/token` (RFC 6749): `client_credentials`, `password`,
+/// `refresh_token` and token exchange (RFC 8693, secure mode).
+/// **Permissions:** a client of `T` (a public client by its `client_id`).
+/// Answers CORS for the origins of `T`'s public clients.
 pub async fn post_token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -94,13 +97,105 @@ pub async fn post_token(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_of(&req, &state, &path).await?;
-    let request = oauth_request(&req, payload).await?;
-    let outcome = state.oauth.token(&tenant, request).await;
-    let (grant, response) = refusal(&req, &state, &tenant, outcome)?;
-    state
-        .metrics
-        .token_issued(tenant.tenant.id.as_str(), grant.as_str());
-    Ok(no_store(HttpResponse::Ok()).json(response))
+    let outcome = async {
+        let request = oauth_request(&req, payload).await?;
+        let outcome = state.oauth.token(&tenant, request).await;
+        let (grant, response) = refusal(&req, &state, &tenant, outcome)?;
+        state
+            .metrics
+            .token_issued(tenant.tenant.id.as_str(), grant.as_str());
+        Ok::<_, ApiError>(no_store(HttpResponse::Ok()).json(response))
+    }
+    .await;
+    Ok(cors(&req, &state, &tenant, outcome, false).await)
+}
+
+/// `POST /{T}/oauth2/auth-token` (secure mode): a confidential client
+/// registered for `auth_token` mints a single-use auth token for one
+/// subject and one public client. **Permissions:** a confidential client
+/// of `T`. Never answers CORS: browsers must not call it.
+pub async fn post_auth_token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant_of(&req, &state, &path).await?;
+    let id = tenant.tenant.id.as_str();
+    let outcome = async {
+        let request = oauth_request(&req, payload).await?;
+        Ok::<_, ApiError>(state.oauth.mint_auth_token(&tenant, request).await)
+    }
+    .await?;
+    let minted = refusal(&req, &state, &tenant, outcome).inspect_err(|err| {
+        state.metrics.auth_token(id, &err.to_string());
+    })?;
+    state.metrics.auth_token(id, "minted");
+    Ok(no_store(HttpResponse::Ok()).json(minted))
+}
+
+/// `OPTIONS /{T}/oauth2/token` and `/revoke`: the CORS preflight. From a
+/// registered origin of one of `T`'s public clients it allows `POST` with
+/// `Content-Type` (and `Authorization`); from any other, it allows
+/// nothing. **Permissions:** none.
+pub async fn options_cors(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant_of(&req, &state, &path).await?;
+    Ok(cors(
+        &req,
+        &state,
+        &tenant,
+        Ok(HttpResponse::NoContent().finish()),
+        true,
+    )
+    .await)
+}
+
+/// Adds the CORS headers to `outcome` (an error becomes its response
+/// first, so browsers can read errors too) when the request's `Origin` is
+/// one of the tenant's public clients'. `Vary: Origin` always.
+async fn cors(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &TenantEntry,
+    outcome: Result<HttpResponse, ApiError>,
+    preflight: bool,
+) -> HttpResponse {
+    use actix_web::ResponseError as _;
+    use actix_web::http::header::{self, HeaderValue};
+    let mut response = outcome.unwrap_or_else(|err| err.error_response());
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return response;
+    };
+    let allowed = match origin.to_str() {
+        Ok(text) => state.oauth.is_cors_origin(tenant, text).await,
+        Err(_) => false,
+    };
+    if !allowed {
+        return response;
+    }
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    if preflight {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type, Authorization"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    response
 }
 
 /// `POST /{T}/oauth2/introspect` (RFC 7662): `{"active":false}` for
@@ -120,8 +215,8 @@ pub async fn post_introspect(
 }
 
 /// `POST /{T}/oauth2/revoke` (RFC 7009): `200` whatever the token was.
-/// **Permissions:** an authenticated client of `T`; it can revoke only its
-/// own tokens.
+/// **Permissions:** a client of `T` (a public client by its `client_id`);
+/// it can revoke only its own tokens. Answers CORS like the token endpoint.
 pub async fn post_revoke(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -129,8 +224,12 @@ pub async fn post_revoke(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_of(&req, &state, &path).await?;
-    let request = oauth_request(&req, payload).await?;
-    let outcome = state.oauth.revoke(&tenant, request).await;
-    refusal(&req, &state, &tenant, outcome)?;
-    Ok(no_store(HttpResponse::Ok()).finish())
+    let outcome = async {
+        let request = oauth_request(&req, payload).await?;
+        let outcome = state.oauth.revoke(&tenant, request).await;
+        refusal(&req, &state, &tenant, outcome)?;
+        Ok::<_, ApiError>(no_store(HttpResponse::Ok()).finish())
+    }
+    .await;
+    Ok(cors(&req, &state, &tenant, outcome, false).await)
 }

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::Endpoint;
 use crate::oauth::GrantType;
-use crate::tenants::TOKEN_TTL_RANGE;
+use crate::oauth::request::{ACCESS_TOKEN_TYPE, AUTH_TOKEN_TYPE};
+use crate::tenants::{AUTH_TOKEN_TTL_RANGE, REFRESH_GRACE_RANGE, TOKEN_TTL_RANGE};
 
 fn error_response(description: &str) -> Value {
     json!({
@@ -131,12 +132,21 @@ pub fn token() -> Value {
         for (name, value) in [
             (
                 "grant_type",
-                json!({ "type": "string", "enum": GrantType::names() }),
+                json!({ "type": "string", "enum": GrantType::token_endpoint_names() }),
             ),
             ("scope", json!({ "type": "string" })),
             ("username", json!({ "type": "string" })),
             ("password", json!({ "type": "string" })),
             ("refresh_token", json!({ "type": "string" })),
+            ("subject_token", json!({ "type": "string" })),
+            (
+                "subject_token_type",
+                json!({ "type": "string", "enum": [AUTH_TOKEN_TYPE] }),
+            ),
+            (
+                "requested_token_type",
+                json!({ "type": "string", "enum": [ACCESS_TOKEN_TYPE] }),
+            ),
         ] {
             map.insert(name.into(), value);
         }
@@ -154,6 +164,48 @@ pub fn token() -> Value {
             responses,
         ),
         form_body(properties, &["grant_type"]),
+    )
+}
+
+/// `POST /{tenant}/oauth2/auth-token` (secure mode).
+pub fn auth_token() -> Value {
+    let mut properties = client_fields();
+    if let Some(map) = properties.as_object_mut() {
+        map.insert(
+            "subject".into(),
+            json!({ "type": "string", "minLength": 1, "maxLength": 255 }),
+        );
+        map.insert("public_client_id".into(), json!({ "type": "string" }));
+        map.insert("scope".into(), json!({ "type": "string" }));
+    }
+    let responses = with_errors(
+        json!({ "200": json_response("A single-use auth token", schema("AuthToken")) }),
+        OAUTH_ERRORS,
+    );
+    with_body(
+        operation(
+            "Mint an auth token for a browser sign-in (secure mode)",
+            "oauth2",
+            client_auth(),
+            json!([tenant_parameter()]),
+            responses,
+        ),
+        form_body(properties, &["subject", "public_client_id"]),
+    )
+}
+
+/// `OPTIONS /{tenant}/oauth2/token` and `/revoke`: the CORS preflight.
+pub fn preflight() -> Value {
+    let responses = with_errors(
+        json!({ "204": { "description": "CORS headers when the Origin is a public client's registered origin; none otherwise" } }),
+        &["404", "429", "503"],
+    );
+    operation(
+        "CORS preflight for browsers (public clients)",
+        "oauth2",
+        none(),
+        json!([tenant_parameter()]),
+        responses,
     )
 }
 
@@ -326,6 +378,24 @@ pub fn get_tenant() -> Value {
     )
 }
 
+/// `PATCH /admin/v1/tenants/{tenant}`.
+pub fn patch_tenant() -> Value {
+    let responses = with_errors(
+        json!({ "200": json_response("The tenant as changed", schema("Tenant")) }),
+        ADMIN_ERRORS,
+    );
+    with_body(
+        operation(
+            "Change a tenant's settings (JSON merge patch)",
+            "tenants",
+            admin(),
+            json!([tenant_parameter()]),
+            responses,
+        ),
+        json_body("TenantPatch"),
+    )
+}
+
 /// `DELETE /admin/v1/tenants/{tenant}`.
 pub fn delete_tenant() -> Value {
     let responses = with_errors(
@@ -436,6 +506,39 @@ pub fn create_client() -> Value {
     )
 }
 
+/// `GET /admin/v1/tenants/{tenant}/clients/{client}`.
+pub fn get_client() -> Value {
+    let responses = with_errors(
+        json!({ "200": json_response("The client's registration (never a secret)", schema("Client")) }),
+        ADMIN_ERRORS,
+    );
+    operation(
+        "Read a client",
+        "clients",
+        admin(),
+        json!([tenant_parameter(), path_parameter("client", "Client id")]),
+        responses,
+    )
+}
+
+/// `POST /admin/v1/tenants/{tenant}/subjects/{subject}/revoke`.
+pub fn revoke_subject() -> Value {
+    let responses = with_errors(
+        json!({ "204": { "description": "Every earlier token of the subject refused, its refresh families revoked, its sessions closed" } }),
+        ADMIN_ERRORS,
+    );
+    operation(
+        "Revoke a subject (a user or a secure-mode subject)",
+        "clients",
+        admin(),
+        json!([
+            tenant_parameter(),
+            path_parameter("subject", "The `sub` of its tokens")
+        ]),
+        responses,
+    )
+}
+
 /// `DELETE /admin/v1/tenants/{tenant}/clients/{client}`.
 pub fn delete_client() -> Value {
     let responses = with_errors(
@@ -538,6 +641,12 @@ pub fn rewrap() -> Value {
 
 fn components() -> Value {
     let string = json!({ "type": "string" });
+    let range = |r: &std::ops::RangeInclusive<i32>| json!({ "type": "integer", "minimum": r.start(), "maximum": r.end() });
+    let (ttl, auth_ttl, grace) = (
+        range(&TOKEN_TTL_RANGE),
+        range(&AUTH_TOKEN_TTL_RANGE),
+        range(&REFRESH_GRACE_RANGE),
+    );
     let strings = json!({ "type": "array", "items": { "type": "string" } });
     json!({
         "securitySchemes": {
@@ -554,7 +663,15 @@ fn components() -> Value {
                 "type": "object", "required": ["access_token", "token_type", "expires_in", "scope"],
                 "properties": {
                     "access_token": string, "token_type": { "type": "string", "enum": ["Bearer"] },
-                    "expires_in": { "type": "integer" }, "scope": string, "refresh_token": string
+                    "expires_in": { "type": "integer" }, "scope": string, "refresh_token": string,
+                    "issued_token_type": { "type": "string", "enum": [ACCESS_TOKEN_TYPE] }
+                }
+            },
+            "AuthToken": {
+                "type": "object", "required": ["auth_token", "expires_in"],
+                "properties": {
+                    "auth_token": string,
+                    "expires_in": { "type": "integer", "minimum": AUTH_TOKEN_TTL_RANGE.start(), "maximum": AUTH_TOKEN_TTL_RANGE.end() }
                 }
             },
             "Introspection": {
@@ -563,7 +680,8 @@ fn components() -> Value {
                     "active": { "type": "boolean" }, "token_type": string, "scope": string,
                     "client_id": string, "sub": string, "username": string, "iss": string,
                     "aud": strings, "exp": { "type": "integer" }, "iat": { "type": "integer" },
-                    "jti": string, "tid": string, "cnf": { "type": "object" }
+                    "jti": string, "tid": string, "cnf": { "type": "object" },
+                    "act": { "type": "object", "properties": { "sub": string } }
                 }
             },
             "Jwks": {
@@ -586,7 +704,8 @@ fn components() -> Value {
                 "properties": {
                     "generated_at": { "type": "integer" }, "tenants": { "type": "array" },
                     "kids": { "type": "array" }, "clients": { "type": "array" },
-                    "users": { "type": "array" }, "jtis": { "type": "array" }
+                    "users": { "type": "array" }, "jtis": { "type": "array" },
+                    "subjects": { "type": "array" }
                 }
             },
             "TenantCreate": {
@@ -594,14 +713,26 @@ fn components() -> Value {
                 "properties": {
                     "id": { "type": "string", "pattern": TENANT_ID_PATTERN },
                     "display_name": string,
-                    "token_ttl_seconds": { "type": "integer", "minimum": TOKEN_TTL_RANGE.start(), "maximum": TOKEN_TTL_RANGE.end() }
+                    "token_ttl_seconds": ttl.clone(),
+                    "auth_token_ttl_seconds": auth_ttl.clone(),
+                    "refresh_reuse_grace_seconds": grace.clone()
+                }
+            },
+            "TenantPatch": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "display_name": string,
+                    "token_ttl_seconds": ttl,
+                    "auth_token_ttl_seconds": auth_ttl,
+                    "refresh_reuse_grace_seconds": grace
                 }
             },
             "Tenant": {
                 "type": "object",
-                "required": ["id", "display_name", "token_ttl_seconds", "issuer", "jwks_uri", "created_at", "disabled"],
+                "required": ["id", "display_name", "token_ttl_seconds", "auth_token_ttl_seconds", "refresh_reuse_grace_seconds", "issuer", "jwks_uri", "created_at", "disabled"],
                 "properties": {
                     "id": string, "display_name": string, "token_ttl_seconds": { "type": "integer" },
+                    "auth_token_ttl_seconds": { "type": "integer" }, "refresh_reuse_grace_seconds": { "type": "integer" },
                     "issuer": string, "jwks_uri": string, "created_at": string,
                     "disabled": { "type": "boolean" }, "disabled_at": string
                 }
@@ -620,7 +751,7 @@ fn components() -> Value {
                     "name": string,
                     "grant_types": { "type": "array", "items": { "type": "string", "enum": GrantType::names() } },
                     "scopes": strings, "audience": strings, "allowed_origins": strings,
-                    "token_endpoint_auth_method": { "type": "string", "enum": ["client_secret_basic", "client_secret_post", "tls_client_auth"] },
+                    "token_endpoint_auth_method": { "type": "string", "enum": ["client_secret_basic", "client_secret_post", "tls_client_auth", "none"] },
                     "tls_client_auth_subject_dn": string, "tls_client_auth_san_dns": string,
                     "tls_client_auth_san_uri": string, "tls_client_auth_san_ip": string,
                     "tls_client_auth_san_email": string,
@@ -635,7 +766,8 @@ fn components() -> Value {
                     "grant_types": strings, "scopes": strings, "audience": strings,
                     "allowed_origins": strings, "created_at": string,
                     "token_endpoint_auth_method": string,
-                    "tls_client_certificate_bound_access_tokens": { "type": "boolean" }
+                    "tls_client_certificate_bound_access_tokens": { "type": "boolean" },
+                    "disabled": { "type": "boolean" }
                 }
             },
             "UserCreate": {

@@ -9,7 +9,7 @@ use crate::auth::{AdminCaller, PlatformAdmin, authorize_tenant};
 use crate::clock;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tenants::{NewTenant, TenantError};
+use crate::tenants::{NewTenant, TenantChange, TenantError, TenantSettings};
 
 /// Body of `POST /admin/v1/tenants`.
 #[derive(Debug, Deserialize)]
@@ -18,6 +18,33 @@ pub struct CreateTenant {
     id: String,
     display_name: String,
     token_ttl_seconds: Option<i64>,
+    auth_token_ttl_seconds: Option<i64>,
+    refresh_reuse_grace_seconds: Option<i64>,
+}
+
+/// Body of `PATCH /admin/v1/tenants/{T}` (a JSON merge patch of the
+/// settings; `null` leaves a setting as it is).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenant {
+    display_name: Option<String>,
+    token_ttl_seconds: Option<i64>,
+    auth_token_ttl_seconds: Option<i64>,
+    refresh_reuse_grace_seconds: Option<i64>,
+}
+
+impl PatchTenant {
+    /// The change this body describes, validated as the route does.
+    pub fn validate(self) -> Result<TenantChange, TenantError> {
+        TenantChange::parse(
+            self.display_name.as_deref(),
+            TenantSettings {
+                token_ttl_seconds: self.token_ttl_seconds,
+                auth_token_ttl_seconds: self.auth_token_ttl_seconds,
+                refresh_reuse_grace_seconds: self.refresh_reuse_grace_seconds,
+            },
+        )
+    }
 }
 
 /// A tenant as the admin API shows it.
@@ -26,6 +53,8 @@ pub struct TenantView {
     id: String,
     display_name: String,
     token_ttl_seconds: i32,
+    auth_token_ttl_seconds: i32,
+    refresh_reuse_grace_seconds: i32,
     issuer: String,
     jwks_uri: String,
     created_at: String,
@@ -41,6 +70,8 @@ impl TenantView {
             id: tenant.id.to_string(),
             display_name: tenant.display_name.clone(),
             token_ttl_seconds: tenant.token_ttl_seconds,
+            auth_token_ttl_seconds: tenant.auth_token_ttl_seconds,
+            refresh_reuse_grace_seconds: tenant.refresh_reuse_grace_seconds,
             jwks_uri: format!("{issuer}/.well-known/jwks"),
             issuer,
             created_at: clock::rfc3339(tenant.created_at),
@@ -58,7 +89,15 @@ pub fn tenant_in_path(raw: &str) -> Result<TenantId, ApiError> {
 impl CreateTenant {
     /// The tenant this body describes, validated as the route does.
     pub fn validate(self) -> Result<NewTenant, TenantError> {
-        NewTenant::parse(&self.id, &self.display_name, self.token_ttl_seconds)
+        NewTenant::parse(
+            &self.id,
+            &self.display_name,
+            TenantSettings {
+                token_ttl_seconds: self.token_ttl_seconds,
+                auth_token_ttl_seconds: self.auth_token_ttl_seconds,
+                refresh_reuse_grace_seconds: self.refresh_reuse_grace_seconds,
+            },
+        )
     }
 }
 
@@ -84,6 +123,22 @@ pub async fn get_tenant(
     let id = tenant_in_path(&path)?;
     authorize_tenant(&state, &caller, &id).await?;
     let tenant = state.tenants.get(&id).await?;
+    Ok(HttpResponse::Ok().json(TenantView::new(&tenant, &state)))
+}
+
+/// `PATCH /admin/v1/tenants/{T}`: changes the display name and settings
+/// of an enabled tenant; answers the tenant document. **Permissions:**
+/// platform admin, or a tenant admin of `T`.
+pub async fn patch_tenant(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<PatchTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let id = tenant_in_path(&path)?;
+    let actor = authorize_tenant(&state, &caller, &id).await?;
+    let change = body.into_inner().validate()?;
+    let tenant = state.tenants.update(&id, change, &actor.name()).await?;
     Ok(HttpResponse::Ok().json(TenantView::new(&tenant, &state)))
 }
 

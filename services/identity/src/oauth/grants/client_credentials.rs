@@ -6,7 +6,7 @@ use super::Context;
 use crate::oauth::OAuthError;
 use crate::oauth::request::GrantType;
 use crate::oauth::scope::ADMIN;
-use crate::oauth::token::{TokenResponse, grant_scope, mint, registered, response};
+use crate::oauth::token::{Holder, TokenResponse, grant_scope, mint, registered, response};
 
 /// A token for the client itself; never the `admin` scope.
 pub fn grant(
@@ -22,6 +22,6 @@ pub fn grant(
         .cloned()
         .collect();
     let scope = grant_scope(params.get("scope"), &allowed, allowed.clone())?;
-    let token = mint(context, &client.id, &scope, &[])?;
+    let token = mint(context, &Holder::of(&client.id, &[]), &scope)?;
     Ok(response(context.tenant, token, &scope, None))
 }

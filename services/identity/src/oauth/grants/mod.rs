@@ -3,10 +3,18 @@
 pub mod client_credentials;
 pub mod password;
 pub mod refresh_token;
+pub mod token_exchange;
 
-use keysilo_store::ClientRecord;
+use std::collections::BTreeSet;
+use std::time::Duration;
 
-use super::OAuthService;
+use keysilo_store::{ClientRecord, FamilyOwner};
+
+use super::credentials::random_token;
+use super::request::GrantType;
+use super::token::new_refresh_token;
+use super::{OAuthError, OAuthService};
+use crate::clock;
 use crate::keys::TenantEntry;
 
 /// The role that may obtain the `admin` scope.
@@ -23,4 +31,50 @@ pub struct Context<'a> {
     pub client: &'a ClientRecord,
     /// The thumbprint tokens are bound to (RFC 8705), if any.
     pub binding: Option<&'a str>,
+}
+
+/// A refresh token starting a new family for `owner`, when the client is
+/// registered for refresh tokens.
+pub async fn start_family(
+    context: &Context<'_>,
+    owner: FamilyOwner,
+    scope: &BTreeSet<String>,
+) -> Result<Option<String>, OAuthError> {
+    let Context {
+        service,
+        tenant,
+        client,
+        ..
+    } = context;
+    if !client
+        .grant_types
+        .iter()
+        .any(|g| g == GrantType::RefreshToken.as_str())
+    {
+        return Ok(None);
+    }
+    let tokens = &service.settings.tokens;
+    let now = clock::now();
+    let family_expires = now
+        .checked_add(Duration::from_secs(tokens.refresh_token_lifetime_seconds))
+        .unwrap_or(now);
+    let (token, row) = new_refresh_token(
+        Duration::from_secs(tokens.refresh_token_idle_seconds),
+        scope,
+        family_expires,
+    )?;
+    let family = random_token(16).map_err(OAuthError::internal)?;
+    service
+        .store
+        .start_refresh_family(
+            &family,
+            &tenant.tenant.id,
+            &client.id,
+            &owner,
+            family_expires,
+            &row,
+            now,
+        )
+        .await?;
+    Ok(Some(token))
 }

@@ -1,20 +1,16 @@
 //! `grant_type=password` (RFC 6749 §4.3).
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
+use keysilo_store::FamilyOwner;
 use zeroize::Zeroizing;
 
-use super::{Context, TENANT_ADMIN_ROLE};
-use crate::clock;
+use super::{Context, TENANT_ADMIN_ROLE, start_family};
 use crate::oauth::OAuthError;
-use crate::oauth::credentials::random_token;
 use crate::oauth::passwords::PasswordError;
 use crate::oauth::request::{GrantType, plain};
 use crate::oauth::scope::ADMIN;
-use crate::oauth::token::{
-    TokenResponse, grant_scope, mint, new_refresh_token, registered, response,
-};
+use crate::oauth::token::{Holder, TokenResponse, grant_scope, mint, registered, response};
 
 fn password_error(err: PasswordError) -> OAuthError {
     match err {
@@ -99,38 +95,7 @@ pub async fn grant(
         .collect();
     let default: BTreeSet<String> = allowed.iter().filter(|s| *s != ADMIN).cloned().collect();
     let scope = grant_scope(params.get("scope"), &allowed, default)?;
-    let token = mint(context, &user.id, &scope, &user.roles)?;
-    let refresh = if client
-        .grant_types
-        .iter()
-        .any(|g| g == GrantType::RefreshToken.as_str())
-    {
-        let tokens = &service.settings.tokens;
-        let now = clock::now();
-        let family_expires = now
-            .checked_add(Duration::from_secs(tokens.refresh_token_lifetime_seconds))
-            .unwrap_or(now);
-        let (token, row) = new_refresh_token(
-            Duration::from_secs(tokens.refresh_token_idle_seconds),
-            &scope,
-            family_expires,
-        )?;
-        let family = random_token(16).map_err(OAuthError::internal)?;
-        service
-            .store
-            .start_refresh_family(
-                &family,
-                &tenant.tenant.id,
-                &client.id,
-                &user.id,
-                family_expires,
-                &row,
-                now,
-            )
-            .await?;
-        Some(token)
-    } else {
-        None
-    };
+    let token = mint(context, &Holder::of(&user.id, &user.roles), &scope)?;
+    let refresh = start_family(context, FamilyOwner::User(user.id.clone()), &scope).await?;
     Ok(response(tenant, token, &scope, refresh))
 }

@@ -1,11 +1,13 @@
 //! `grant_type=refresh_token` (RFC 6749 §6) with rotation: the presented
 //! token is spent and replaced; presenting a spent one revokes its whole
-//! family.
+//! family, unless it was spent within the tenant's
+//! `refresh_reuse_grace_seconds` and its successor is unused (a lost
+//! answer): then it is answered again and the successor superseded.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use keysilo_store::{NewAuditEvent, Redemption};
+use keysilo_store::{FamilyOwner, NewAuditEvent, Redemption};
 
 use super::{Context, TENANT_ADMIN_ROLE};
 use crate::clock;
@@ -14,7 +16,7 @@ use crate::oauth::credentials::refresh_token_hash;
 use crate::oauth::request::GrantType;
 use crate::oauth::scope::{self, ADMIN};
 use crate::oauth::token::{
-    TokenResponse, grant_scope, mint, new_refresh_token, registered, response,
+    Holder, TokenResponse, grant_scope, mint, new_refresh_token, registered, response,
 };
 
 /// Redeems a refresh token of the authenticated client.
@@ -44,16 +46,26 @@ pub async fn grant(
         tenant_id: Some(tenant.tenant.id.clone()),
         kind: "refresh_token.reused",
         actor: client.id.clone(),
-        details: serde_json::json!({ "family": record.family_id, "user": record.user_id }),
+        details: serde_json::json!({ "family": record.family_id, "sub": record.owner.subject() }),
     };
     let now = clock::now();
-    // A spent token is reuse whatever else the request says: revoke the
-    // family before looking at anything else (scope included), so that a
-    // replay can neither skip detection nor learn anything.
+    let grace =
+        Duration::from_secs(u64::try_from(tenant.tenant.refresh_reuse_grace_seconds).unwrap_or(0));
+    // A spent token is reuse whatever else the request says, unless it was
+    // spent within the tenant's grace (its answer may have been lost): then
+    // the store decides under its locks whether it can be answered again.
+    // Reuse revokes the family before anything else is looked at (scope
+    // included), so that a replay can neither skip detection nor learn
+    // anything.
     let dead = record.revoked_at.is_some()
+        || record.superseded_at.is_some()
         || record.idle_expires_at <= now
         || record.family_expires_at <= now;
-    if record.spent_at.is_some() {
+    let within_grace = record
+        .spent_at
+        .and_then(|spent| spent.checked_add(grace))
+        .is_some_and(|until| until > now);
+    if record.spent_at.is_some() && !within_grace && record.superseded_at.is_none() {
         service
             .store
             .revoke_refresh_family_for_reuse(&hash, &reuse_audit, now)
@@ -65,21 +77,33 @@ pub async fn grant(
     if dead {
         return Err(invalid());
     }
-    let user = service
-        .store
-        .user(&tenant.tenant.id, &record.user_id)
-        .await?
-        .filter(|u| u.disabled_at.is_none())
-        .ok_or_else(invalid)?;
-    let mut original = scope::parse(&record.scope).unwrap_or_default();
-    if !user.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
+    let (roles, mut original) = match &record.owner {
+        FamilyOwner::User(id) => {
+            let user = service
+                .store
+                .user(&tenant.tenant.id, id)
+                .await?
+                .filter(|u| u.disabled_at.is_none())
+                .ok_or_else(invalid)?;
+            (user.roles, scope::parse(&record.scope).unwrap_or_default())
+        }
+        FamilyOwner::Subject { .. } => {
+            (Vec::new(), scope::parse(&record.scope).unwrap_or_default())
+        }
+    };
+    if !roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
         original.remove(ADMIN);
     }
     let scope = grant_scope(params.get("scope"), &original, original.clone())?;
     // Mint before spending the presented token: should minting fail, the
     // client can retry with the same refresh token instead of tripping
     // reuse detection.
-    let token = mint(context, &user.id, &scope, &user.roles)?;
+    let holder = Holder {
+        subject: record.owner.subject(),
+        roles: &roles,
+        actor: record.owner.actor(),
+    };
+    let token = mint(context, &holder, &scope)?;
     // The successor keeps the originally granted scope (RFC 6749 §6): only
     // this access token is narrowed.
     let (next, row) = new_refresh_token(
@@ -89,10 +113,15 @@ pub async fn grant(
     )?;
     match service
         .store
-        .rotate_refresh_token(&hash, &row, &reuse_audit, now)
+        .rotate_refresh_token(&hash, &row, grace, &reuse_audit, now)
         .await?
     {
         Redemption::Rotated => Ok(response(tenant, token, &scope, Some(next))),
+        Redemption::Replayed => {
+            tracing::info!(tenant = %tenant.tenant.id, client = %client.id, family = %record.family_id,
+                "spent refresh token presented again within the grace; its successor replaced");
+            Ok(response(tenant, token, &scope, Some(next)))
+        }
         Redemption::ReuseDetected => {
             tracing::warn!(tenant = %tenant.tenant.id, client = %client.id, family = %record.family_id,
                 "refresh token reuse detected; family revoked");
