@@ -39,4 +39,20 @@ try:
     raise SystemExit("an invalid scope was accepted")
 except OAuthError as err:
     assert err.error == "invalid_scope", err.error
+
+# Secure mode: the backend mints, the browser's public client exchanges
+# (RFC 8693) with authlib, and the token verifies on the JWKS.
+minted = requests.post(meta["issuer"] + "/oauth2/auth-token", timeout=5,
+                       auth=(demo["backend_client_id"], demo["backend_client_secret"]),
+                       data={"subject": "user-7", "public_client_id": demo["public_client_id"]})
+assert minted.status_code == 200, minted.text
+browser = OAuth2Session(demo["public_client_id"], token_endpoint_auth_method="none")
+exchanged = browser.fetch_token(meta["token_endpoint"],
+                                grant_type="urn:ietf:params:oauth:grant-type:token-exchange",
+                                subject_token=minted.json()["auth_token"],
+                                subject_token_type="urn:keysilo:params:oauth:token-type:auth-token")
+assert exchanged["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token", exchanged
+claims = jwt.decode(exchanged["access_token"], keys)
+claims.validate()
+assert claims["sub"] == "user-7" and claims["act"] == {"sub": demo["backend_client_id"]}, claims
 print("authlib: all checks passed")

@@ -42,6 +42,26 @@ async fn openid_client_oauth4webapi_and_authlib_use_the_server_as_they_are() {
         )
         .await;
     app.create_user("compat", "alice", PASSWORD, &[]).await;
+    // Secure mode: a backend and a browser's public client.
+    let backend = app
+        .create_client(
+            "compat",
+            json!({ "name": "backend", "grant_types": ["auth_token"], "scopes": ["read"], "audience": ["compat-api"] }),
+        )
+        .await;
+    let public = app
+        .admin_post(
+            "/tenants/compat/clients",
+            json!({
+                "name": "spa", "token_endpoint_auth_method": "none",
+                "grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+                "scopes": ["read"], "audience": ["compat-api"],
+                "allowed_origins": ["https://app.compat.test"],
+            }),
+        )
+        .await;
+    assert_eq!(public.status(), 201);
+    let public: serde_json::Value = public.json().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tenant.json");
     std::fs::write(
@@ -55,6 +75,10 @@ async fn openid_client_oauth4webapi_and_authlib_use_the_server_as_they_are() {
             "dashboard_client_secret": dashboard.1,
             "username": "alice",
             "password": PASSWORD,
+            "backend_client_id": backend.0,
+            "backend_client_secret": backend.1,
+            "public_client_id": public["client_id"],
+            "public_origin": "https://app.compat.test",
         })
         .to_string(),
     )
