@@ -61,6 +61,30 @@ pub struct RateArgs {
     phases: Phases,
 }
 
+/// Arguments of `exchange`.
+#[derive(Args)]
+pub struct ExchangeArgs {
+    /// The tenant's token endpoint.
+    #[arg(long)]
+    url: String,
+    /// The tenant's `/auth-token` endpoint.
+    #[arg(long)]
+    auth_token_url: String,
+    /// base64(client_id:client_secret) of a client registered for
+    /// `auth_token`.
+    #[arg(long, env = "KS_BACKEND_BASIC")]
+    basic: String,
+    /// The public client that redeems.
+    #[arg(long)]
+    public_client: String,
+    /// Auth tokens minted before the redemptions start; more than the
+    /// warm-up and the measured run can spend.
+    #[arg(long)]
+    tokens: usize,
+    #[command(flatten)]
+    phases: Phases,
+}
+
 /// Arguments of `cold`.
 #[derive(Args)]
 pub struct ColdArgs {
@@ -256,4 +280,100 @@ pub async fn cold(args: ColdArgs) -> anyhow::Result<Value> {
         "cold_cost_ms": round(cold.mean_ms() - warm.mean_ms(), 3),
         "errors": cold.errors() + warm.errors(),
     }))
+}
+
+/// Mints `args.tokens` auth tokens, then redeems them with the token
+/// exchange as the public client; see [`crate::Command::Exchange`]. Only
+/// the redemptions are measured; the report also gives the minting rate
+/// (all connections, one request out each).
+pub async fn exchange(args: ExchangeArgs) -> anyhow::Result<Value> {
+    let client = client()?;
+    let args = Rc::new(args);
+    let pool = Rc::new(RefCell::new(Vec::with_capacity(args.tokens)));
+    let minted_at = Instant::now();
+    let local = tokio::task::LocalSet::new();
+    let per_connection = args.tokens.div_ceil(args.phases.connections.max(1));
+    for connection in 0..args.phases.connections {
+        let (client, args, pool) = (client.clone(), args.clone(), pool.clone());
+        local.spawn_local(async move {
+            for i in 0..per_connection {
+                let subject = format!("bench-subject-{connection}-{i}");
+                let form = [
+                    ("subject", subject.as_str()),
+                    ("public_client_id", args.public_client.as_str()),
+                ];
+                if let Ok(body) = token(&client, &args.auth_token_url, &args.basic, &form).await
+                    && let Some(token) = body.get("auth_token").and_then(Value::as_str)
+                {
+                    pool.borrow_mut().push(token.to_owned());
+                }
+            }
+        });
+    }
+    local.await;
+    let minting = minted_at.elapsed();
+    let minted = pool.borrow().len();
+    anyhow::ensure!(minted > 0, "no auth token could be minted");
+
+    let latencies = Rc::new(RefCell::new(Latencies::new()?));
+    let exhausted = Rc::new(RefCell::new(false));
+    let warm_until = Instant::now() + Duration::from_secs(args.phases.warmup);
+    let stop_at = warm_until + Duration::from_secs(args.phases.seconds);
+    let local = tokio::task::LocalSet::new();
+    for _ in 0..args.phases.connections {
+        let (client, args, pool) = (client.clone(), args.clone(), pool.clone());
+        let (latencies, exhausted) = (latencies.clone(), exhausted.clone());
+        local.spawn_local(async move {
+            loop {
+                let sent = Instant::now();
+                if sent >= stop_at {
+                    break;
+                }
+                let Some(subject_token) = pool.borrow_mut().pop() else {
+                    *exhausted.borrow_mut() = true;
+                    break;
+                };
+                let form = [
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("client_id", args.public_client.as_str()),
+                    ("subject_token", subject_token.as_str()),
+                    (
+                        "subject_token_type",
+                        "urn:keysilo:params:oauth:token-type:auth-token",
+                    ),
+                ];
+                let response = client.post(&args.url).form(&form).send().await;
+                let ok = match response {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if sent >= warm_until && Instant::now() <= stop_at {
+                    if ok {
+                        latencies.borrow_mut().ok(sent.elapsed());
+                    } else {
+                        latencies.borrow_mut().error();
+                    }
+                }
+            }
+        });
+    }
+    local.await;
+    anyhow::ensure!(
+        !*exhausted.borrow(),
+        "the {minted} auth tokens ran out before the run ended; mint more (--tokens)"
+    );
+    let mut report = latencies
+        .borrow()
+        .report(Duration::from_secs(args.phases.seconds));
+    if let Some(fields) = report.as_object_mut() {
+        fields.insert("minted".into(), json!(minted));
+        fields.insert(
+            "mint_per_s".into(),
+            json!(round(minted as f64 / minting.as_secs_f64(), 1)),
+        );
+    }
+    Ok(report)
 }

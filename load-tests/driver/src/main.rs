@@ -1,6 +1,7 @@
 //! `keysilo-load`: the load drivers `wrk` cannot be: scenarios whose next
 //! request depends on the last answer (refresh-token chains), an open-loop
-//! constant rate (latency at a fixed fraction of the maximum), the first
+//! constant rate (latency at a fixed fraction of the maximum), secure
+//! mode's token exchange (each auth token redeemable once), the first
 //! request of many cold tenants, 10,000 WebSocket sessions closed by one
 //! revocation, and the argon2id limit with the service's own parameters.
 //!
@@ -41,6 +42,10 @@ enum Command {
     /// `client_credentials` at a constant rate (open loop): latency is
     /// counted from when a request was due, so a stall is not hidden.
     Rate(http::RateArgs),
+    /// Secure mode: mints auth tokens, then redeems them with the RFC 8693
+    /// token exchange as a public client (each redemption signs one token
+    /// and spends one database row).
+    Exchange(http::ExchangeArgs),
     /// The first token of every tenant in a file (cold: the tenant's key is
     /// loaded and unwrapped) against a second one (warm).
     Cold(http::ColdArgs),
@@ -61,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Command::Refresh(args) => runtime.block_on(http::refresh(args))?,
         Command::Rate(args) => runtime.block_on(http::rate(args))?,
         Command::Cold(args) => runtime.block_on(http::cold(args))?,
+        Command::Exchange(args) => runtime.block_on(http::exchange(args))?,
         Command::Ws(args) => runtime.block_on(ws::revocation(args))?,
     };
     println!("{report}");
