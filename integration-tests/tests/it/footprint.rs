@@ -184,6 +184,90 @@ async fn statements_and_redis_commands_per_request_are_as_documented() {
     })
     .await;
 
+    // Secure mode: a browser's preflight is answered from memory; minting
+    // and redeeming an auth token each touch its row.
+    let backend = app
+        .create_client(
+            "acme",
+            serde_json::json!({"name": "b", "grant_types": ["auth_token"], "scopes": ["read"]}),
+        )
+        .await;
+    let response = app
+        .admin_post(
+            "/tenants/acme/clients",
+            serde_json::json!({
+                "name": "spa", "token_endpoint_auth_method": "none", "scopes": ["read"],
+                "grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+                "allowed_origins": ["https://app.acme.test"],
+            }),
+        )
+        .await;
+    let public: serde_json::Value = response.json().await.unwrap();
+    let public = public["client_id"].as_str().unwrap().to_owned();
+    let preflight = measure(&app, &mut redis, n, || async {
+        let response = app
+            .client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/acme/oauth2/token", app.address),
+            )
+            .header("origin", "https://app.acme.test")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "https://app.acme.test"
+        );
+    })
+    .await;
+    let mint = || async {
+        let response = app
+            .oauth_basic(
+                "acme",
+                "auth-token",
+                (&backend.0, &backend.1),
+                &[("subject", "u1"), ("public_client_id", &public)],
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["auth_token"].as_str().unwrap().to_owned()
+    };
+    let auth_token = measure(&app, &mut redis, n, || async {
+        mint().await;
+    })
+    .await;
+    let pool = std::cell::RefCell::new(Vec::new());
+    for _ in 0..=n {
+        let token = mint().await;
+        pool.borrow_mut().push(token);
+    }
+    let exchange = measure(&app, &mut redis, n, || async {
+        let token = pool.borrow_mut().pop().unwrap();
+        let response = app
+            .client
+            .post(format!("{}/acme/oauth2/token", app.address))
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("client_id", public.as_str()),
+                ("subject_token", token.as_str()),
+                (
+                    "subject_token_type",
+                    "urn:keysilo:params:oauth:token-type:auth-token",
+                ),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    })
+    .await;
+
     // (request, measured, PostgreSQL statements and Redis commands as
     // docs/scaling.md states them).
     let table = [
@@ -191,6 +275,9 @@ async fn statements_and_redis_commands_per_request_are_as_documented() {
         ("password", &password, 2.0, 0.0),
         ("refresh_token", &refresh, 3.0, 0.0),
         ("jwks", &jwks, 0.0, 0.0),
+        ("cors_preflight", &preflight, 0.0, 0.0),
+        ("auth_token", &auth_token, 1.0, 0.0),
+        ("token_exchange", &exchange, 1.0, 0.0),
     ];
     println!("| request | PostgreSQL statements | Redis commands |");
     for (name, measured, _, _) in &table {

@@ -222,6 +222,16 @@ impl Api {
             .unwrap()
     }
 
+    /// A GET of `path` (outside the admin API) with the platform admin key.
+    pub async fn get_with_admin_key(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A request to the admin API with the platform admin key.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client

@@ -1304,3 +1304,74 @@ async fn one_refresh_token_redeemed_concurrently_succeeds_once_and_the_rest_is_r
         .await;
     assert_eq!(error_of(dead).await, (400, "invalid_grant".into()));
 }
+
+#[tokio::test]
+async fn a_revoked_access_token_stays_revoked_through_the_clock_skew_after_exp() {
+    let app = spawn_app().await;
+    let created = app
+        .admin_post(
+            "/tenants",
+            json!({ "id": "acme", "display_name": "Acme", "token_ttl_seconds": 5 }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let m2m = app
+        .create_client(
+            "acme",
+            json!({ "name": "m2m", "grant_types": ["client_credentials"] }),
+        )
+        .await;
+    let client = (m2m.0.as_str(), m2m.1.as_str());
+    let response = app
+        .token("acme", client, &[("grant_type", "client_credentials")])
+        .await;
+    let body: Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let (jti, exp) = (
+        claims["jti"].as_str().unwrap().to_owned(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    let revoked = app
+        .oauth_basic("acme", "revoke", client, &[("token", &token)])
+        .await;
+    assert_eq!(revoked.status(), 200);
+
+    // Past `exp`, inside the identity's own 60 s skew: verifiers still
+    // accept the token's dates, so the revocation must still hold, after
+    // the purge pass and in the snapshot edges start from.
+    let wait = exp + 1 - keysilo_identity::clock::unix_seconds();
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    app.state
+        .store
+        .purge_expired(keysilo_identity::clock::now())
+        .await
+        .unwrap();
+    let state: Value = app
+        .oauth_basic("acme", "introspect", client, &[("token", &token)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["active"], false, "{state}");
+    let snapshot: Value = app
+        .get_with_admin_key("/internal/v1/revocations")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        snapshot["jtis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry[1] == jti.as_str()),
+        "{snapshot}"
+    );
+}

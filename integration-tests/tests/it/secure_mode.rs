@@ -421,6 +421,12 @@ async fn minting_and_registration_follow_the_rules_for_public_and_auth_token_cli
             "{subject:?} {public} {scope}"
         );
     }
+    // A subject is counted in characters.
+    let wide = "é".repeat(255);
+    let minted = w
+        .mint(&[("subject", &wide), ("public_client_id", &w.browser)])
+        .await;
+    assert_eq!(minted.status(), 200);
     // The default scope is what both clients hold.
     let token = w.auth_token("u1").await;
     let body: Value = w.redeem(&w.browser, &token).await.json().await.unwrap();
@@ -537,6 +543,26 @@ async fn minting_and_registration_follow_the_rules_for_public_and_auth_token_cli
             .as_array()
             .unwrap()
             .contains(&json!(EXCHANGE))
+    );
+
+    // Once its backend is disabled, a sign-in it vouched for ends: the
+    // refresh token no longer works.
+    let token = w.auth_token("u1").await;
+    let body: Value = w.redeem(&w.browser, &token).await.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let disabled = w
+        .identity
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/tenants/acme/clients/{}", w.backend.0),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 204);
+    assert_eq!(
+        error_of(w.refresh(&refresh).await).await,
+        (400, "invalid_grant".into())
     );
 }
 
@@ -765,6 +791,8 @@ async fn a_lost_refresh_answer_is_answered_again_within_the_grace_only() {
         error_of(w.refresh(&r2).await).await,
         (400, "invalid_grant".into())
     );
+    assert_eq!(w.introspect(&r2).await["active"], false);
+    assert_eq!(w.introspect(&r3).await["active"], true);
     let next = w.refresh(&r3).await;
     assert_eq!(next.status(), 200);
     let r4 = refresh_token(next.json().await.unwrap());
@@ -976,4 +1004,89 @@ async fn revoking_a_subject_closes_its_sessions_and_refuses_its_earlier_tokens_o
         .collect();
     assert_eq!(revoked.len(), 2);
     assert_eq!(revoked[0]["details"]["subject"], "user-42");
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_family_revokes_its_access_tokens_and_closes_their_sessions() {
+    let w = world().await;
+    let edge = start_edge(&w.identity, redis_port(), "").await;
+    let sign_in = || async {
+        let token = w.auth_token("u1").await;
+        let body: Value = w.redeem(&w.browser, &token).await.json().await.unwrap();
+        body
+    };
+    let field = |body: &Value, name: &str| body[name].as_str().unwrap().to_owned();
+
+    // Reuse detection: R1 presented after its rotation.
+    let first = sign_in().await;
+    let second: Value = w
+        .refresh(&field(&first, "refresh_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut request = format!("ws://{edge}/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", field(&second, "access_token"))
+            .parse()
+            .unwrap(),
+    );
+    request
+        .headers_mut()
+        .insert("origin", ORIGIN.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        error_of(w.refresh(&field(&first, "refresh_token")).await).await,
+        (400, "invalid_grant".into())
+    );
+    for token in [
+        field(&first, "access_token"),
+        field(&second, "access_token"),
+    ] {
+        assert_eq!(w.introspect(&token).await["active"], false);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let code = loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            _ => break None,
+        }
+    };
+    assert_eq!(code, Some(1008));
+
+    // RFC 7009 on a refresh token, by the public client itself.
+    let other = sign_in().await;
+    let revoked = w
+        .public(
+            "acme",
+            "revoke",
+            &[
+                ("client_id", &w.browser),
+                ("token", &field(&other, "refresh_token")),
+            ],
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(
+        w.introspect(&field(&other, "access_token")).await["active"],
+        false
+    );
+    // The edge learns of it within a second.
+    let started = tokio::time::Instant::now();
+    loop {
+        let auth = reqwest::Client::new()
+            .get(format!("http://{edge}/auth"))
+            .bearer_auth(field(&other, "access_token"))
+            .header("origin", ORIGIN)
+            .send()
+            .await
+            .unwrap();
+        if auth.status() == 401 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "still admitted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -721,3 +721,60 @@ async fn redis_over_tls_is_verified_against_the_configured_ca() {
     let untrusting = crate::helpers::spawn_app_with(config, database).await;
     assert_eq!(untrusting.get("/readyz").await.status(), 503);
 }
+
+#[tokio::test]
+async fn a_certificate_bound_tenant_admin_token_works_on_the_admin_api_only_with_its_certificate() {
+    let pki = Pki::new(&["admin-1", "admin-2"]);
+    let (app, _) = spawn_tls(&pki, "verify_if_given", &[&pki.path("ca.crt")], "1.3").await;
+    app.create_tenant("acme").await;
+    app.create_user(
+        "acme",
+        "root",
+        "correct horse battery staple",
+        &["tenant-admin"],
+    )
+    .await;
+    let console = app
+        .create_client(
+            "acme",
+            json!({
+                "name": "console", "grant_types": ["password"], "scopes": ["admin"],
+                "tls_client_certificate_bound_access_tokens": true,
+            }),
+        )
+        .await;
+    let bound_http = pki.http(Some((&pki, "admin-1")));
+    let response = bound_http
+        .post(format!("{}/acme/oauth2/token", app.address))
+        .basic_auth(&console.0, Some(&console.1))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "root"),
+            ("password", "correct horse battery staple"),
+            ("scope", "admin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+
+    let call = |http: reqwest::Client| {
+        let url = format!("{}/admin/v1/tenants/acme/users", app.address);
+        let token = token.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({ "username": "mallory", "password": "a long enough password", "roles": ["tenant-admin"] }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // A leaked bound token is worthless without its certificate.
+    assert_eq!(call(pki.http(None)).await, 401);
+    assert_eq!(call(pki.http(Some((&pki, "admin-2")))).await, 401);
+    assert_eq!(call(bound_http).await, 201);
+}

@@ -31,7 +31,7 @@ pub use keys::{
 pub use migrate::MigrationReport;
 pub use oauth::{
     AuthTokenRecord, ClientRecord, FamilyOwner, NewAuthToken, NewRefreshToken, Redemption,
-    RefreshRecord, RevocationSnapshot, TlsClientAuth, UserRecord,
+    RefreshRecord, RevocationSnapshot, RevokedAccessToken, TlsClientAuth, UserRecord,
 };
 
 /// Why a database operation failed.

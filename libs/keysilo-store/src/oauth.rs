@@ -219,6 +219,58 @@ pub struct NewRefreshToken {
     pub scope: String,
     /// When it expires if unused.
     pub idle_expires_at: SystemTime,
+    /// The access token issued with it: its `jti`, and its `exp`. Revoking
+    /// the family revokes it too.
+    pub access_token: (String, SystemTime),
+}
+
+/// An access token revoked because its refresh-token family was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedAccessToken {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp`.
+    pub expires_at: SystemTime,
+}
+
+/// Revokes (in `tx`) the access tokens issued from `family` that some
+/// verifier may still accept, keeping each until its `exp` plus the
+/// largest clock skew; returns them, for the edges to learn of.
+async fn revoke_family_access_tokens(
+    tx: &tokio_postgres::Transaction<'_>,
+    family: &str,
+    now: SystemTime,
+) -> Result<Vec<RevokedAccessToken>, StoreError> {
+    // The skew is at most an hour: exact in a float.
+    let skew = keysilo_config::MAX_CLOCK_SKEW_SECONDS as f64;
+    let rows = tx
+        .query(
+            "WITH issued AS ( \
+               SELECT f.tenant_id, f.client_id, a.jti, a.expires_at \
+               FROM refresh_family_access_tokens a JOIN refresh_families f ON f.id = a.family_id \
+               WHERE a.family_id = $1 AND a.expires_at + $3::float8 * interval '1 second' > $2), \
+             revoked AS ( \
+               INSERT INTO revoked_access_tokens (tenant_id, jti, expires_at) \
+               SELECT tenant_id, jti, expires_at + $3::float8 * interval '1 second' FROM issued \
+               ON CONFLICT DO NOTHING) \
+             SELECT tenant_id, client_id, jti, expires_at FROM issued",
+            &[&family, &now, &skew],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(RevokedAccessToken {
+                tenant_id: tenant(row, 0)?,
+                client_id: row.try_get(1)?,
+                jti: row.try_get(2)?,
+                expires_at: row.try_get(3)?,
+            })
+        })
+        .collect()
 }
 
 /// What redeeming a refresh token did.
@@ -229,8 +281,9 @@ pub enum Redemption {
     /// The token was spent within the grace and its successor unused: a
     /// new successor replaced that one.
     Replayed,
-    /// The token had been spent already: its whole family is now revoked.
-    ReuseDetected,
+    /// The token had been spent already: its whole family is now revoked,
+    /// with the access tokens issued from it.
+    ReuseDetected(Vec<RevokedAccessToken>),
     /// The family was revoked or expired, or the token idle too long.
     Dead,
 }
@@ -588,7 +641,10 @@ impl Store {
                 "WITH family AS ( \
                    INSERT INTO refresh_families (id, tenant_id, client_id, user_id, subject, actor, \
                    created_at, expires_at) \
-                   VALUES ($1, $2, $3, $4, $10, $11, $5, $6) RETURNING id) \
+                   VALUES ($1, $2, $3, $4, $10, $11, $5, $6) RETURNING id), \
+                 issued AS ( \
+                   INSERT INTO refresh_family_access_tokens (family_id, jti, expires_at) \
+                   SELECT id, $12, $13 FROM family) \
                  INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
                  SELECT $7, id, $8, $5, $9 FROM family",
             )
@@ -607,6 +663,8 @@ impl Store {
                 &first.idle_expires_at,
                 &subject,
                 &owner.actor(),
+                &first.access_token.0,
+                &first.access_token.1,
             ],
         )
         .await?;
@@ -685,7 +743,10 @@ impl Store {
                    FOR UPDATE OF t, f), \
                  spent AS ( \
                    UPDATE refresh_tokens t SET spent_at = $2, successor_hash = $3 FROM target \
-                   WHERE t.token_hash = target.token_hash RETURNING t.family_id) \
+                   WHERE t.token_hash = target.token_hash RETURNING t.family_id), \
+                 issued AS ( \
+                   INSERT INTO refresh_family_access_tokens (family_id, jti, expires_at) \
+                   SELECT family_id, $6, $7 FROM spent) \
                  INSERT INTO refresh_tokens (token_hash, family_id, scope, issued_at, idle_expires_at) \
                  SELECT $3, family_id, $4, $2, $5 FROM spent RETURNING family_id",
             )
@@ -699,6 +760,8 @@ impl Store {
                     &next.hash,
                     &next.scope,
                     &next.idle_expires_at,
+                    &next.access_token.0,
+                    &next.access_token.1,
                 ],
             )
             .await?;
@@ -751,6 +814,12 @@ impl Store {
                 &[&old_hash, &next.hash],
             )
             .await?;
+            tx.execute(
+                "INSERT INTO refresh_family_access_tokens (family_id, jti, expires_at) \
+                 VALUES ($1, $2, $3)",
+                &[&family, &next.access_token.0, &next.access_token.1],
+            )
+            .await?;
             tx.commit().await?;
             return Ok(Redemption::Replayed);
         }
@@ -763,56 +832,71 @@ impl Store {
                 &[&family, &now],
             )
             .await?;
+        let mut access_tokens = Vec::new();
         if revoked == 1 {
             insert_audit(&tx, reuse_audit, now).await?;
+            access_tokens = revoke_family_access_tokens(&tx, &family, now).await?;
         }
         tx.commit().await?;
-        Ok(Redemption::ReuseDetected)
+        Ok(Redemption::ReuseDetected(access_tokens))
     }
 
     /// Revokes the family of a spent refresh token that was presented again,
-    /// and records `audit` if this call revoked it.
+    /// with its access tokens, and records `audit`, if this call revoked
+    /// it; returns the access tokens it revoked.
     pub async fn revoke_refresh_family_for_reuse(
         &self,
         hash: &[u8],
         audit: &NewAuditEvent,
         now: SystemTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<RevokedAccessToken>, StoreError> {
         let mut conn = self.client().await?;
         let tx = conn.transaction().await?;
         let revoked = tx
-            .execute(
+            .query_opt(
                 "UPDATE refresh_families f SET revoked_at = $2 FROM refresh_tokens t \
-                 WHERE t.family_id = f.id AND t.token_hash = $1 AND f.revoked_at IS NULL",
+                 WHERE t.family_id = f.id AND t.token_hash = $1 AND f.revoked_at IS NULL \
+                 RETURNING f.id",
                 &[&hash, &now],
             )
             .await?;
-        if revoked > 0 {
+        let mut access_tokens = Vec::new();
+        if let Some(row) = revoked {
+            let family: String = row.try_get(0)?;
             insert_audit(&tx, audit, now).await?;
+            access_tokens = revoke_family_access_tokens(&tx, &family, now).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(access_tokens)
     }
 
     /// Revokes the family of a refresh token if it belongs to `client_id`
-    /// (RFC 7009); `false` when there is no such token of that client.
+    /// (RFC 7009), with the access tokens issued from it; returns those
+    /// (none when there is no such token of that client).
     pub async fn revoke_refresh_family(
         &self,
         tenant: &TenantId,
         client_id: &str,
         hash: &[u8],
         now: SystemTime,
-    ) -> Result<bool, StoreError> {
-        let conn = self.client().await?;
-        let changed = conn
-            .execute(
+    ) -> Result<Vec<RevokedAccessToken>, StoreError> {
+        let mut conn = self.client().await?;
+        let tx = conn.transaction().await?;
+        let family = tx
+            .query_opt(
                 "UPDATE refresh_families f SET revoked_at = coalesce(f.revoked_at, $4) \
                  FROM refresh_tokens t WHERE t.family_id = f.id AND t.token_hash = $3 \
-                 AND f.tenant_id = $1 AND f.client_id = $2",
+                 AND f.tenant_id = $1 AND f.client_id = $2 RETURNING f.id",
                 &[&tenant.as_str(), &client_id, &hash, &now],
             )
             .await?;
-        Ok(changed > 0)
+        let mut access_tokens = Vec::new();
+        if let Some(row) = family {
+            let family: String = row.try_get(0)?;
+            access_tokens = revoke_family_access_tokens(&tx, &family, now).await?;
+        }
+        tx.commit().await?;
+        Ok(access_tokens)
     }
 
     /// Records a revoked access token until it expires.
@@ -832,21 +916,24 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a minted auth token and audits it, in one transaction.
+    /// Stores a minted auth token and audits it: one statement (so one
+    /// implicit transaction, one round trip).
     pub async fn insert_auth_token(
         &self,
         token: &NewAuthToken,
         audit: &NewAuditEvent,
     ) -> Result<(), StoreError> {
-        let mut conn = self.client().await?;
-        let tx = conn.transaction().await?;
-        let statement = tx
+        let conn = self.client().await?;
+        let statement = conn
             .prepare_cached(
-                "INSERT INTO auth_tokens (token_hash, tenant_id, client_id, public_client_id, \
-                 subject, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "WITH minted AS ( \
+                   INSERT INTO auth_tokens (token_hash, tenant_id, client_id, public_client_id, \
+                   subject, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)) \
+                 INSERT INTO audit_events (tenant_id, type, at, actor, details) \
+                 VALUES ($2, $9, $7, $10, $11)",
             )
             .await?;
-        tx.execute(
+        conn.execute(
             &statement,
             &[
                 &token.hash,
@@ -857,11 +944,12 @@ impl Store {
                 &token.scope,
                 &token.created_at,
                 &token.expires_at,
+                &audit.kind,
+                &audit.actor,
+                &audit.details,
             ],
         )
         .await?;
-        insert_audit(&tx, audit, token.created_at).await?;
-        tx.commit().await?;
         Ok(())
     }
 

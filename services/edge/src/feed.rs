@@ -70,7 +70,7 @@ pub async fn resync(state: &EdgeState) {
         Ok(snapshot) => {
             if let Ok(mut revocations) = state.revocations.write() {
                 revocations.merge(snapshot);
-                revocations.purge(unix_now());
+                revocations.purge(unix_now(), state.settings.edge.clock_skew_seconds);
             }
             close_revoked(state);
         }

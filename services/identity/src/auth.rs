@@ -67,8 +67,13 @@ impl FromRequest for PlatformAdmin {
 /// The bearer token of an admin API call, not yet checked: tenant-scoped
 /// routes accept the platform key or a tenant admin's access token, which
 /// can only be checked once the tenant is known (see [`authorize_tenant`]).
+/// With it, the thumbprint of the connection's client certificate, which a
+/// certificate-bound token requires (RFC 8705 §3).
 #[derive(Clone)]
-pub struct AdminCaller(Option<String>);
+pub struct AdminCaller {
+    token: Option<String>,
+    certificate: Option<String>,
+}
 
 impl std::fmt::Debug for AdminCaller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,7 +86,12 @@ impl FromRequest for AdminCaller {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Ok(Self(bearer(req).map(str::to_owned))))
+        ready(Ok(Self {
+            token: bearer(req).map(str::to_owned),
+            certificate: req
+                .conn_data::<keysilo_tls::PeerCertificate>()
+                .map(|peer| peer.thumbprint.clone()),
+        }))
     }
 }
 
@@ -106,14 +116,16 @@ impl Actor {
 
 /// Authorises a call on tenant `tenant`'s admin routes: the platform key,
 /// or an unrevoked access token of that very tenant with scope `admin`
-/// held by a `tenant-admin` user. A token of another tenant does not
-/// verify here (other issuer and keys), so it is refused.
+/// held by a `tenant-admin` user, presented over a connection with the
+/// client certificate it is bound to if it is bound (RFC 8705 §3; 401
+/// otherwise, as for any invalid token). A token of another tenant does
+/// not verify here (other issuer and keys), so it is refused.
 pub async fn authorize_tenant(
     state: &AppState,
     caller: &AdminCaller,
     tenant: &keysilo_types::TenantId,
 ) -> Result<Actor, ApiError> {
-    let Some(token) = &caller.0 else {
+    let Some(token) = &caller.token else {
         return Err(ApiError::Unauthorized);
     };
     if same_secret(token, state.settings.admin.api_key.expose()) {
@@ -128,6 +140,11 @@ pub async fn authorize_tenant(
         .await?
         .ok_or(ApiError::InvalidToken)?;
     let claims = verified.claims();
+    if let Some(bound) = &claims.certificate_thumbprint
+        && caller.certificate.as_ref() != Some(bound)
+    {
+        return Err(ApiError::InvalidToken);
+    }
     // Admin-scoped tokens are audienced to the issuer itself; anything else
     // was meant for some other resource server.
     let issuer = state.cache.issuer(tenant);

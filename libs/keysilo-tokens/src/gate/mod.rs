@@ -357,10 +357,14 @@ impl Revocations {
         }
     }
 
-    /// Forgets revoked tokens that have expired anyway.
-    pub fn purge(&mut self, now: u64) {
+    /// Forgets revoked tokens that a verifier accepting `skew` seconds
+    /// past `exp` can no longer accept anyway, and subject revocations past
+    /// their end.
+    pub fn purge(&mut self, now: u64, skew: u64) {
         for revoked in self.within.values_mut() {
-            revoked.jtis.retain(|_, exp| *exp >= now);
+            revoked
+                .jtis
+                .retain(|_, exp| exp.saturating_add(skew) >= now);
             revoked
                 .subjects
                 .retain(|_, cutoff| cutoff.keep_until >= now);

@@ -21,6 +21,12 @@ use crate::keys::TenantEntry;
 /// Longest `subject` accepted (the tenant's own user id).
 const MAX_SUBJECT: usize = 255;
 
+/// Whether `value` can be a subject: 1 to 255 characters, none of them
+/// control characters.
+pub(crate) fn is_subject(value: &str) -> bool {
+    plain(value, MAX_SUBJECT * 4) && value.chars().count() <= MAX_SUBJECT
+}
+
 /// What `/auth-token` answers; its `Debug` shows no token.
 #[derive(Serialize)]
 pub struct AuthTokenResponse {
@@ -51,7 +57,7 @@ impl OAuthService {
         let subject = params
             .get("subject")
             .ok_or_else(|| OAuthError::InvalidRequest("subject is required".into()))?;
-        if !plain(subject, MAX_SUBJECT) || subject.chars().count() > MAX_SUBJECT {
+        if !is_subject(subject) {
             return Err(OAuthError::InvalidRequest(
                 "subject must be 1 to 255 printable characters".into(),
             ));

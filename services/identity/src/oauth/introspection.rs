@@ -114,6 +114,7 @@ pub(super) async fn introspect(
         .await?;
     let Some(record) = record.filter(|r| {
         r.spent_at.is_none()
+            && r.superseded_at.is_none()
             && r.revoked_at.is_none()
             && r.idle_expires_at > now
             && r.family_expires_at > now
@@ -171,7 +172,13 @@ pub(super) async fn revoke(
             .revoke_access_token(
                 &tenant.tenant.id,
                 &claims.jti,
-                clock::from_unix(claims.expires_at),
+                // Verifiers accept a token until `exp` plus their skew: the
+                // revocation must outlive the largest one.
+                clock::from_unix(
+                    claims
+                        .expires_at
+                        .saturating_add(keysilo_config::MAX_CLOCK_SKEW_SECONDS),
+                ),
             )
             .await?;
         service
@@ -185,9 +192,10 @@ pub(super) async fn revoke(
         return Ok(());
     }
     let hash = refresh_token_hash(token);
-    service
+    let revoked = service
         .store
         .revoke_refresh_family(&tenant.tenant.id, &client.id, &hash, clock::now())
         .await?;
+    service.announce_revoked(revoked).await;
     Ok(())
 }

@@ -557,7 +557,7 @@ impl RegistryService {
         actor: &str,
     ) -> Result<(), RegistryError> {
         self.live_tenant(tenant).await?;
-        if !plain(subject, 255) {
+        if !super::auth_token::is_subject(subject) {
             return Err(RegistryError::NotFound);
         }
         let issued_before = clock::unix_seconds();

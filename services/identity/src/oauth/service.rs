@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use keysilo_config::Settings;
-use keysilo_store::{ClientRecord, Store};
+use keysilo_coord::Event;
+use keysilo_store::{ClientRecord, RevokedAccessToken, Store};
 use keysilo_tls::PeerCertificate;
 
 use super::clients::ClientCache;
@@ -116,6 +117,21 @@ impl OAuthService {
             .is_cors_origin(&tenant.tenant.id, &normalized)
             .await
             .unwrap_or(false)
+    }
+
+    /// Tells the edges (and the other replicas) of access tokens revoked
+    /// with their refresh-token family: they refuse them and close their
+    /// sessions.
+    pub(super) async fn announce_revoked(&self, tokens: Vec<RevokedAccessToken>) {
+        for token in tokens {
+            self.events
+                .publish(Event::TokenRevoked {
+                    tenant: token.tenant_id,
+                    client: token.client_id,
+                    jti: (token.jti, crate::clock::unix_of(token.expires_at)),
+                })
+                .await;
+        }
     }
 
     /// Applies the client's rate limit.

@@ -91,12 +91,22 @@ impl<'a> Holder<'a> {
     }
 }
 
+/// A signed access token, with what revoking it takes.
+pub(super) struct Minted {
+    /// The JWT.
+    pub token: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
+
 /// Signs an access token for `holder` with the tenant's active key.
 pub(super) fn mint(
     context: &Context<'_>,
     holder: &Holder<'_>,
     scope: &BTreeSet<String>,
-) -> Result<String, OAuthError> {
+) -> Result<Minted, OAuthError> {
     let Context {
         service,
         tenant,
@@ -131,18 +141,23 @@ pub(super) fn mint(
         certificate_thumbprint: binding.map(str::to_owned),
         actor: holder.actor.map(str::to_owned),
     };
-    keysilo_tokens::mint(&claims, signing).map_err(OAuthError::internal)
+    let token = keysilo_tokens::mint(&claims, signing).map_err(OAuthError::internal)?;
+    Ok(Minted {
+        token,
+        jti: claims.jti,
+        expires_at: claims.expires_at,
+    })
 }
 
 /// The token endpoint's answer.
 pub(super) fn response(
     tenant: &TenantEntry,
-    access_token: String,
+    access_token: Minted,
     scope: &BTreeSet<String>,
     refresh_token: Option<String>,
 ) -> TokenResponse {
     TokenResponse {
-        access_token,
+        access_token: access_token.token,
         issued_token_type: None,
         token_type: "Bearer",
         expires_in: tenant.tenant.token_ttl_seconds,
@@ -159,12 +174,13 @@ impl TokenResponse {
     }
 }
 
-/// A new refresh token and its row; it idles out after `idle` within the
-/// family's life.
+/// A new refresh token and its row, issued with the access token
+/// `issued`; it idles out after `idle` within the family's life.
 pub(super) fn new_refresh_token(
     idle: Duration,
     scope: &BTreeSet<String>,
     family_expires: SystemTime,
+    issued: &Minted,
 ) -> Result<(String, NewRefreshToken), OAuthError> {
     let token = new_secret().map_err(OAuthError::internal)?;
     let idle = clock::now()
@@ -175,6 +191,7 @@ pub(super) fn new_refresh_token(
         hash: refresh_token_hash(&token),
         scope: scope::join(scope),
         idle_expires_at: idle,
+        access_token: (issued.jti.clone(), clock::from_unix(issued.expires_at)),
     };
     Ok((token, row))
 }

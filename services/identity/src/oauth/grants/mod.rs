@@ -12,7 +12,7 @@ use keysilo_store::{ClientRecord, FamilyOwner};
 
 use super::credentials::random_token;
 use super::request::GrantType;
-use super::token::new_refresh_token;
+use super::token::{Minted, new_refresh_token};
 use super::{OAuthError, OAuthService};
 use crate::clock;
 use crate::keys::TenantEntry;
@@ -33,12 +33,13 @@ pub struct Context<'a> {
     pub binding: Option<&'a str>,
 }
 
-/// A refresh token starting a new family for `owner`, when the client is
-/// registered for refresh tokens.
-pub async fn start_family(
+/// A refresh token starting a new family for `owner` with the access
+/// token `issued`, when the client is registered for refresh tokens.
+pub(super) async fn start_family(
     context: &Context<'_>,
     owner: FamilyOwner,
     scope: &BTreeSet<String>,
+    issued: &Minted,
 ) -> Result<Option<String>, OAuthError> {
     let Context {
         service,
@@ -62,6 +63,7 @@ pub async fn start_family(
         Duration::from_secs(tokens.refresh_token_idle_seconds),
         scope,
         family_expires,
+        issued,
     )?;
     let family = random_token(16).map_err(OAuthError::internal)?;
     service

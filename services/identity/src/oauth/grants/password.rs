@@ -96,6 +96,6 @@ pub async fn grant(
     let default: BTreeSet<String> = allowed.iter().filter(|s| *s != ADMIN).cloned().collect();
     let scope = grant_scope(params.get("scope"), &allowed, default)?;
     let token = mint(context, &Holder::of(&user.id, &user.roles), &scope)?;
-    let refresh = start_family(context, FamilyOwner::User(user.id.clone()), &scope).await?;
+    let refresh = start_family(context, FamilyOwner::User(user.id.clone()), &scope, &token).await?;
     Ok(response(tenant, token, &scope, refresh))
 }

@@ -66,10 +66,11 @@ pub async fn grant(
         .and_then(|spent| spent.checked_add(grace))
         .is_some_and(|until| until > now);
     if record.spent_at.is_some() && !within_grace && record.superseded_at.is_none() {
-        service
+        let revoked = service
             .store
             .revoke_refresh_family_for_reuse(&hash, &reuse_audit, now)
             .await?;
+        service.announce_revoked(revoked).await;
         tracing::warn!(tenant = %tenant.tenant.id, client = %client.id, family = %record.family_id,
             "refresh token reuse detected; family revoked");
         return Err(invalid());
@@ -87,7 +88,14 @@ pub async fn grant(
                 .ok_or_else(invalid)?;
             (user.roles, scope::parse(&record.scope).unwrap_or_default())
         }
-        FamilyOwner::Subject { .. } => {
+        FamilyOwner::Subject { actor, .. } => {
+            // The backend that vouched for the subject must still be
+            // trusted, as at the exchange.
+            service
+                .clients
+                .get(&tenant.tenant.id, actor)
+                .await?
+                .ok_or_else(invalid)?;
             (Vec::new(), scope::parse(&record.scope).unwrap_or_default())
         }
     };
@@ -110,6 +118,7 @@ pub async fn grant(
         Duration::from_secs(service.settings.tokens.refresh_token_idle_seconds),
         &original,
         record.family_expires_at,
+        &token,
     )?;
     match service
         .store
@@ -122,7 +131,8 @@ pub async fn grant(
                 "spent refresh token presented again within the grace; its successor replaced");
             Ok(response(tenant, token, &scope, Some(next)))
         }
-        Redemption::ReuseDetected => {
+        Redemption::ReuseDetected(revoked) => {
+            service.announce_revoked(revoked).await;
             tracing::warn!(tenant = %tenant.tenant.id, client = %client.id, family = %record.family_id,
                 "refresh token reuse detected; family revoked");
             Err(invalid())

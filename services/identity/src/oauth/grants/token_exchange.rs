@@ -88,6 +88,6 @@ pub async fn grant(
         subject: redeemed.subject,
         actor: redeemed.client_id,
     };
-    let refresh = start_family(context, owner, &scope).await?;
+    let refresh = start_family(context, owner, &scope, &token).await?;
     Ok(response(tenant, token, &scope, refresh).exchanged())
 }
