@@ -1215,7 +1215,11 @@ async fn grant_flows(f: &mut Flows, p: &Principals) -> Grants {
     assert_eq!(after_reuse.status, 400, "{}", after_reuse.body);
 
     // A tenant admin's token on its own tenant and on another one; a
-    // user's token without the admin scope.
+    // user's token without the admin scope (a new login: reuse revoked the
+    // first one's family and its access tokens).
+    let (alice_token, _) = f
+        .tokens("password grant after reuse", "acme", app, &login)
+        .await;
     let (boss_token, _) = f
         .tokens(
             "password grant, admin scope",

@@ -1375,3 +1375,54 @@ async fn a_revoked_access_token_stays_revoked_through_the_clock_skew_after_exp()
         "{snapshot}"
     );
 }
+
+#[tokio::test]
+async fn a_token_past_this_services_skew_can_still_be_revoked_for_verifiers_with_more() {
+    let database = create_database().await;
+    let config = TestConfig::new(&database).set("KEYSILO_KEYS__CLOCK_SKEW_SECONDS", "0");
+    let app = spawn_app_with(config, database).await;
+    let created = app
+        .admin_post(
+            "/tenants",
+            json!({ "id": "acme", "display_name": "Acme", "token_ttl_seconds": 5 }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let m2m = app
+        .create_client(
+            "acme",
+            json!({ "name": "m2m", "grant_types": ["client_credentials"] }),
+        )
+        .await;
+    let client = (m2m.0.as_str(), m2m.1.as_str());
+    let body: Value = app
+        .token("acme", client, &[("grant_type", "client_credentials")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let claims = claims_of(&token);
+    let exp = claims["exp"].as_u64().unwrap();
+    let wait = exp + 1 - keysilo_identity::clock::unix_seconds();
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    // Expired for this service (no skew), not for an edge allowing 60 s.
+    let revoked = app
+        .oauth_basic("acme", "revoke", client, &[("token", &token)])
+        .await;
+    assert_eq!(revoked.status(), 200);
+    let snapshot: Value = app
+        .get_with_admin_key("/internal/v1/revocations")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        snapshot["jtis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry[1] == claims["jti"]),
+        "{snapshot}"
+    );
+}

@@ -246,7 +246,9 @@ pub struct RevocationSnapshot {
     pub clients: Vec<(TenantId, String)>,
     /// Disabled users, `[tenant, user]`.
     pub users: Vec<(TenantId, String)>,
-    /// Revoked access tokens, `[tenant, jti, exp]` (`exp` in seconds).
+    /// Revoked access tokens, `[tenant, jti, until]`: until when (seconds)
+    /// the token must be refused, its `exp` plus the largest clock skew a
+    /// verifier may accept (later than `exp`, never earlier).
     pub jtis: Vec<(TenantId, String, u64)>,
     /// Revoked subjects, `[tenant, subject, issued_before, keep_until]`
     /// (seconds). Absent from the snapshots of earlier releases.

@@ -1108,7 +1108,8 @@ pub struct RevocationSnapshot {
     pub clients: Vec<(String, String)>,
     /// Disabled users, `(tenant, user)`.
     pub users: Vec<(String, String)>,
-    /// Revoked access tokens, `(tenant, jti, expires_at)` in seconds.
+    /// Revoked access tokens, `(tenant, jti, until)`: kept until the token's
+    /// `exp` plus the largest clock skew.
     pub jtis: Vec<(String, String, SystemTime)>,
     /// Revoked subjects, `(tenant, subject, issued_before, keep_until)`.
     pub subjects: Vec<(String, String, SystemTime, SystemTime)>,
