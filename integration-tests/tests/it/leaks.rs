@@ -1164,7 +1164,7 @@ async fn grant_flows(f: &mut Flows, p: &Principals) -> Grants {
         ("username", "alice"),
         ("password", alice_password.as_str()),
     ];
-    let (alice_token, refresh_1) = f.tokens("password grant", "acme", app, &login).await;
+    let (_, refresh_1) = f.tokens("password grant", "acme", app, &login).await;
     let refresh_1 = refresh_1.expect("a refresh token");
     let post = f.oauth("acme", "token").form(&[
         ("grant_type", "password"),
