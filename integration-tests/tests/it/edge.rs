@@ -843,7 +843,10 @@ async fn edge_readiness_follows_redis_and_the_identity_service() {
         .unwrap();
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["checks"], json!({ "redis": "down", "identity": "up" }));
+    assert_eq!(
+        body["checks"],
+        json!({ "redis": "down", "identity": "up", "snapshot": "merged" })
+    );
 
     // And an edge whose identity service does not answer.
     let nobody = format!("http://127.0.0.1:{}", crate::helpers::free_port());
@@ -854,5 +857,68 @@ async fn edge_readiness_follows_redis_and_the_identity_service() {
         .unwrap();
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["checks"], json!({ "redis": "up", "identity": "down" }));
+    assert_eq!(
+        body["checks"],
+        json!({ "redis": "up", "identity": "down", "snapshot": "missing" })
+    );
+}
+
+#[tokio::test]
+async fn an_edge_admits_nothing_until_its_first_revocation_snapshot_has_merged() {
+    // An identity service that does not know the edge's key: keys are
+    // public, so tokens verify, but the snapshot is refused.
+    let database = create_database().await;
+    let identity = spawn_app_with(TestConfig::new(&database), database).await;
+    identity.create_tenant("acme").await;
+    let machine = identity
+        .create_client(
+            "acme",
+            json!({ "name": "m2m", "grant_types": ["client_credentials"], "audience": ["data-plane"] }),
+        )
+        .await;
+    let response = identity
+        .token(
+            "acme",
+            (&machine.0, &machine.1),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let edge = start_edge(&identity, redis_port(), "").await;
+
+    let auth = reqwest::Client::new()
+        .get(format!("http://{edge}/auth"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(auth.status(), 503);
+    assert_eq!(auth.headers()["retry-after"], "1");
+    let mut request = format!("ws://{edge}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("the upgrade must be refused with 503: {other:?}"),
+    }
+    let ready = reqwest::get(format!("http://{edge}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["snapshot"], "missing", "{body}");
+    let metrics = reqwest::get(format!("http://{edge}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"keysilo_edge_snapshot_fetches_total{result="ok"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"keysilo_edge_snapshot_fetches_total{result="failed"} 0"#),
+        "{metrics}"
+    );
 }

@@ -71,10 +71,17 @@ pub async fn resync(state: &EdgeState) {
             if let Ok(mut revocations) = state.revocations.write() {
                 revocations.merge(snapshot);
                 revocations.purge(unix_now(), state.settings.edge.clock_skew_seconds);
+                state
+                    .snapshot_merged
+                    .store(true, std::sync::atomic::Ordering::Release);
             }
+            state.metrics.snapshots.with_label_values(&["ok"]).inc();
             close_revoked(state);
         }
-        Err(err) => tracing::warn!(error = %err, "cannot fetch the revocation snapshot"),
+        Err(err) => {
+            state.metrics.snapshots.with_label_values(&["failed"]).inc();
+            tracing::warn!(error = %err, "cannot fetch the revocation snapshot");
+        }
     }
 }
 

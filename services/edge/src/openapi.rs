@@ -36,7 +36,8 @@ pub fn auth() -> Value {
                 }
             },
             "401": empty("No token, or not a valid one (WWW-Authenticate says which)"),
-            "403": empty("The Origin is not allowed for this token")
+            "403": empty("The Origin is not allowed for this token"),
+            "503": empty("No revocation snapshot merged since start yet; retry after Retry-After")
         }
     })
 }
@@ -61,6 +62,7 @@ pub fn ws() -> Value {
             "401": empty("No token, or not a valid one"),
             "403": empty("The Origin is not allowed for this token"),
             "502": empty("The upstream is unreachable"),
+            "503": empty("No revocation snapshot merged since start yet; retry after Retry-After"),
             "504": empty("The upstream did not answer in time")
         }
     })

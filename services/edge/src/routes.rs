@@ -50,6 +50,10 @@ async fn sent<E>(send: impl std::future::Future<Output = Result<(), E>>) -> bool
 /// one; 403 for a refused `Origin`.
 fn denied(denial: Denial) -> HttpResponse {
     match denial {
+        // Retry soon: the feed fetches the snapshot again every poll.
+        Denial::NotSynchronized => HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .finish(),
         Denial::Missing => HttpResponse::Unauthorized()
             .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
             .finish(),
@@ -277,8 +281,9 @@ pub async fn get_healthz() -> HttpResponse {
 }
 
 /// `GET /readyz`: 200 when Redis (the revocation feed) and the identity
-/// service (keys and snapshots) both answer within 2 s, otherwise 503
-/// naming the one that does not. The edge has no database of its own.
+/// service (keys and snapshots) both answer within 2 s and a revocation
+/// snapshot has merged since start, otherwise 503 naming what is not. The
+/// edge has no database of its own.
 pub async fn get_readyz(state: web::Data<Arc<EdgeState>>) -> HttpResponse {
     let limit = Duration::from_secs(2);
     let identity = state
@@ -291,12 +296,20 @@ pub async fn get_readyz(state: web::Data<Arc<EdgeState>>) -> HttpResponse {
     );
     let redis = matches!(redis, Ok(Ok(())));
     let identity = matches!(identity, Ok(Ok(ref r)) if r.status().is_success());
+    let snapshot = state
+        .snapshot_merged
+        .load(std::sync::atomic::Ordering::Acquire);
     let up = |ok: bool| if ok { "up" } else { "down" };
+    let ready = redis && identity && snapshot;
     let body = serde_json::json!({
-        "status": if redis && identity { "ready" } else { "unavailable" },
-        "checks": { "redis": up(redis), "identity": up(identity) },
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": {
+            "redis": up(redis),
+            "identity": up(identity),
+            "snapshot": if snapshot { "merged" } else { "missing" },
+        },
     });
-    if redis && identity {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

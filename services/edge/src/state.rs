@@ -44,6 +44,8 @@ pub struct EdgeMetrics {
     pub revocation_lag: prometheus::Histogram,
     /// Messages on the event channel this build did not understand.
     pub unknown_events: prometheus::IntCounter,
+    /// Revocation snapshot fetches by result (`ok`, `failed`).
+    pub snapshots: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -85,6 +87,17 @@ impl EdgeMetrics {
             "Messages on the event channel this build did not understand (an unknown kind or version, or no JSON)",
         )?;
         registry.register(Box::new(unknown_events.clone()))?;
+        let snapshots = IntCounterVec::new(
+            Opts::new(
+                "snapshot_fetches_total",
+                "Revocation snapshot fetches from the identity service, by result",
+            ),
+            &["result"],
+        )?;
+        for result in ["ok", "failed"] {
+            snapshots.with_label_values(&[result]);
+        }
+        registry.register(Box::new(snapshots.clone()))?;
         Ok(Self {
             registry,
             validations,
@@ -93,6 +106,7 @@ impl EdgeMetrics {
             closed,
             revocation_lag,
             unknown_events,
+            snapshots,
         })
     }
 }
@@ -105,6 +119,10 @@ pub struct EdgeState {
     pub jwks: JwksCache,
     /// What is revoked.
     pub revocations: RwLock<Revocations>,
+    /// Whether a revocation snapshot has merged since start: until then
+    /// the edge cannot know what was revoked before it started, and admits
+    /// nothing.
+    pub snapshot_merged: std::sync::atomic::AtomicBool,
     /// Tokens whose signature was verified.
     pub verified: Mutex<VerifiedCache>,
     /// Open sessions.
@@ -155,6 +173,7 @@ impl EdgeState {
         Ok(Arc::new(Self {
             jwks,
             revocations: RwLock::new(Revocations::default()),
+            snapshot_merged: std::sync::atomic::AtomicBool::new(false),
             verified,
             sessions: Sessions::default(),
             coord,

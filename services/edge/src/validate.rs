@@ -14,6 +14,9 @@ use crate::state::{EdgeState, unix_now};
 pub enum Denial {
     /// No token at all (401 without an error code, RFC 6750 §3.1).
     Missing,
+    /// No revocation snapshot has merged since the edge started: it
+    /// cannot know what was revoked before, so it admits nothing (503).
+    NotSynchronized,
     /// The token's keys could not be had (an issuer outside the base, an
     /// unknown tenant) or the revocation set is unusable; the reason is for
     /// logs and metrics.
@@ -28,6 +31,7 @@ impl Denial {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Missing => "missing",
+            Self::NotSynchronized => "snapshot",
             Self::Invalid(reason) => reason,
             Self::Gate(denial) => denial.reason(),
         }
@@ -61,6 +65,12 @@ async fn admit(
     origin: Option<&str>,
     peer: Option<&PeerCertificate>,
 ) -> Result<Arc<VerifiedAccessToken>, Denial> {
+    if !state
+        .snapshot_merged
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Err(Denial::NotSynchronized);
+    }
     let token = token.filter(|t| !t.is_empty()).ok_or(Denial::Missing)?;
     let settings = &state.settings.edge;
     let now = unix_now();
