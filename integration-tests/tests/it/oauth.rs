@@ -1426,3 +1426,28 @@ async fn a_token_past_this_services_skew_can_still_be_revoked_for_verifiers_with
         "{snapshot}"
     );
 }
+
+#[tokio::test]
+async fn requests_naming_invented_tenants_are_held_to_the_per_address_limit() {
+    let database = create_database().await;
+    let config =
+        TestConfig::new(&database).set("KEYSILO_LIMITS__TOKEN_PER_ADDRESS_PER_SECOND", "5");
+    let app = spawn_app_with(config, database).await;
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let response = app
+            .token(
+                &format!("invented{i}"),
+                ("c", "s"),
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
+        statuses.push(response.status().as_u16());
+    }
+    // Each unknown tenant would otherwise cost a database lookup.
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 404 || *s == 429),
+        "{statuses:?}"
+    );
+}

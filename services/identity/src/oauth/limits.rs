@@ -107,9 +107,11 @@ impl Limits {
         outcome.map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    /// One request from `address`; `Err(wait)` when over its limit.
+    /// One request from `address`; `Err(wait)` when over its limit. IPv6
+    /// addresses count per /64, the smallest network one subscriber gets:
+    /// per /128 one host could take 2^64 budgets.
     pub fn address(&self, address: IpAddr) -> Result<(), Duration> {
-        self.wait(self.per_address.check_key(&address))
+        self.wait(self.per_address.check_key(&limit_key(address)))
     }
 
     /// One request of client `key` (`tenant/client_id`).
@@ -223,6 +225,20 @@ impl Limits {
     }
 }
 
+/// The key an address is limited under: an IPv4 address (IPv4-mapped
+/// IPv6 included) as itself, an IPv6 address as its /64.
+fn limit_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -238,6 +254,22 @@ mod tests {
             max_backoff: Duration::from_secs(900),
             clock: DefaultClock::default(),
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let limits = limits(3);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limits.address(a).is_ok());
+        // One per second: the neighbour in the same /64 is over the limit.
+        assert!(limits.address(b).is_err());
+        assert!(limits.address(other).is_ok());
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert!(limits.address(v4).is_ok());
+        assert!(limits.address(mapped).is_err());
     }
 
     #[test]

@@ -12,22 +12,22 @@ use crate::keys::TenantEntry;
 use crate::oauth::OAuthError;
 use crate::state::AppState;
 
-/// The tenant of the path (404 if unknown or disabled), after the
-/// per-address limit.
+/// The tenant of the path (404 if unknown or disabled). The per-address
+/// limit comes first, so that requests naming invented tenants cost a
+/// database lookup each only within it.
 async fn tenant_of(
     req: &HttpRequest,
     state: &AppState,
     tenant: &str,
 ) -> Result<Arc<TenantEntry>, ApiError> {
-    let id = tenant_in_path(tenant)?;
-    let tenant = state.cache.get(&id).await?.ok_or(ApiError::NotFound)?;
     if let Some(address) = client_address(req, &state.settings.limits.trusted_proxies) {
         state.limits.address(address).map_err(|wait| {
             state.metrics.rate_limited("address");
             OAuthError::RateLimited(wait)
         })?;
     }
-    Ok(tenant)
+    let id = tenant_in_path(tenant)?;
+    Ok(state.cache.get(&id).await?.ok_or(ApiError::NotFound)?)
 }
 
 /// Counts and logs a refused client authentication or grant, with the
@@ -58,7 +58,9 @@ fn refusal<T>(
 
 /// The caller's address: the TCP peer, unless the peer is a trusted proxy,
 /// in which case the right-most `X-Forwarded-For` entry that is not itself
-/// a trusted proxy (entries further left are the client's own claims).
+/// a trusted proxy (entries further left are the client's own claims). An
+/// entry that does not parse ends the walk at the last trusted hop: what
+/// lies left of it was never vouched for.
 fn client_address(req: &HttpRequest, trusted: &[std::net::IpAddr]) -> Option<std::net::IpAddr> {
     let peer = req.peer_addr()?.ip();
     if !trusted.contains(&peer) {
@@ -67,16 +69,21 @@ fn client_address(req: &HttpRequest, trusted: &[std::net::IpAddr]) -> Option<std
     let forwarded = req
         .headers()
         .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or(""))
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect::<Vec<_>>();
-    forwarded
-        .iter()
-        .rev()
-        .filter_map(|hop| hop.parse::<std::net::IpAddr>().ok())
-        .find(|ip| !trusted.contains(ip))
-        .or(Some(peer))
+    let mut last_trusted = peer;
+    for hop in forwarded.iter().rev() {
+        let Ok(ip) = hop.parse::<std::net::IpAddr>() else {
+            return Some(last_trusted);
+        };
+        if !trusted.contains(&ip) {
+            return Some(ip);
+        }
+        last_trusted = ip;
+    }
+    Some(last_trusted)
 }
 
 fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -232,4 +239,37 @@ pub async fn post_revoke(
     }
     .await;
     Ok(cors(&req, &state, &tenant, outcome, false).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use actix_web::test::TestRequest;
+
+    use super::client_address;
+
+    fn from_proxy(forwarded: &str) -> Option<IpAddr> {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let req = TestRequest::default()
+            .peer_addr(SocketAddr::new(proxy, 4000))
+            .insert_header(("x-forwarded-for", forwarded))
+            .to_http_request();
+        client_address(&req, &[proxy, "10.0.0.2".parse().unwrap()])
+    }
+
+    #[test]
+    fn the_address_is_the_right_most_untrusted_hop_and_nothing_left_of_garbage() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(from_proxy("198.51.100.7"), ip("198.51.100.7"));
+        assert_eq!(
+            from_proxy("203.0.113.9, 198.51.100.7, 10.0.0.2"),
+            ip("198.51.100.7")
+        );
+        // The client wrote "unknown, 203.0.113.9" itself: an unparseable
+        // hop must not let it choose the address.
+        assert_eq!(from_proxy("203.0.113.9, garbage, 10.0.0.2"), ip("10.0.0.2"));
+        assert_eq!(from_proxy("203.0.113.9, garbage"), ip("10.0.0.1"));
+        assert_eq!(from_proxy(""), ip("10.0.0.1"));
+    }
 }
