@@ -1430,8 +1430,9 @@ async fn a_token_past_this_services_skew_can_still_be_revoked_for_verifiers_with
 #[tokio::test]
 async fn requests_naming_invented_tenants_are_held_to_the_per_address_limit() {
     let database = create_database().await;
-    let config =
-        TestConfig::new(&database).set("KEYSILO_LIMITS__TOKEN_PER_ADDRESS_PER_SECOND", "5");
+    let config = TestConfig::new(&database)
+        .set("KEYSILO_LIMITS__TOKEN_PER_ADDRESS_PER_SECOND", "5")
+        .set("KEYSILO_LIMITS__TOKEN_BURST", "5");
     let app = spawn_app_with(config, database).await;
     let mut statuses = Vec::new();
     for i in 0..30 {

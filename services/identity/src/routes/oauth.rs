@@ -27,7 +27,7 @@ async fn tenant_of(
         })?;
     }
     let id = tenant_in_path(tenant)?;
-    Ok(state.cache.get(&id).await?.ok_or(ApiError::NotFound)?)
+    state.cache.get(&id).await?.ok_or(ApiError::NotFound)
 }
 
 /// Counts and logs a refused client authentication or grant, with the
