@@ -606,7 +606,7 @@ impl RegistryService {
         self.live_tenant(tenant).await?;
         let hash = self
             .passwords
-            .hash(new.password)
+            .hash(tenant.as_str(), new.password)
             .await
             .map_err(|err| match err {
                 PasswordError::Busy => RegistryError::Busy(err),

@@ -68,7 +68,11 @@ pub async fn grant(
     // answer as a wrong password.
     let matches = match service
         .passwords
-        .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+        .verify(
+            tenant.tenant.id.as_str(),
+            password,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
         .await
     {
         Ok(matches) => {
