@@ -384,7 +384,9 @@ async fn a_random_username_password_flood_under_one_tenant_leaves_another_tenant
         // Random usernames (never one user's back-off), paced so the load
         // generator does not starve the service of CPU itself.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flood: Vec<_> = (0..4)
+        // More at once than the pool's whole queue (64): a shared FIFO
+        // queue would hold every quiet login behind the flood, or refuse it.
+        let flood: Vec<_> = (0..80)
             .map(|i| {
                 let (http, address, flooded, stop) = (
                     http.clone(),
@@ -393,7 +395,7 @@ async fn a_random_username_password_flood_under_one_tenant_leaves_another_tenant
                     stop.clone(),
                 );
                 tokio::spawn(async move {
-                    let mut pace = tokio::time::interval(Duration::from_millis(4));
+                    let mut pace = tokio::time::interval(Duration::from_millis(20));
                     let mut n = 0u64;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         pace.tick().await;
