@@ -379,14 +379,15 @@ async fn a_random_username_password_flood_under_one_tenant_leaves_another_tenant
 
     let mut ratios = Vec::new();
     let mut busy = 0usize;
-    for _ in 0..3 {
-        let mut unloaded: Vec<Duration> = logins(10).await.into_iter().map(|(_, d)| d).collect();
+    for _ in 0..5 {
+        let mut unloaded: Vec<Duration> = logins(15).await.into_iter().map(|(_, d)| d).collect();
         // Random usernames (never one user's back-off), paced so the load
         // generator does not starve the service of CPU itself.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // More at once than the pool's whole queue (64): a shared FIFO
-        // queue would hold every quiet login behind the flood, or refuse it.
-        let flood: Vec<_> = (0..80)
+        // More at once than one tenant's share of the queue (32): a shared
+        // FIFO queue would hold every quiet login behind the flood, or
+        // refuse it.
+        let flood: Vec<_> = (0..36)
             .map(|i| {
                 let (http, address, flooded, stop) = (
                     http.clone(),
@@ -395,7 +396,7 @@ async fn a_random_username_password_flood_under_one_tenant_leaves_another_tenant
                     stop.clone(),
                 );
                 tokio::spawn(async move {
-                    let mut pace = tokio::time::interval(Duration::from_millis(20));
+                    let mut pace = tokio::time::interval(Duration::from_millis(200));
                     let mut n = 0u64;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         pace.tick().await;
@@ -415,7 +416,7 @@ async fn a_random_username_password_flood_under_one_tenant_leaves_another_tenant
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let during = logins(10).await;
+        let during = logins(15).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for task in flood {
             task.await.unwrap();
@@ -437,5 +438,5 @@ async fn a_random_username_password_flood_under_one_tenant_leaves_another_tenant
     assert_eq!(busy, 0);
     // Each of its checks waits for at most one running check per worker
     // (round-robin between tenants), not behind the flood's queue.
-    assert!(ratios[1] <= 3.0, "median ratio {:.2}", ratios[1]);
+    assert!(ratios[2] <= 3.0, "median ratio {:.2}", ratios[2]);
 }
