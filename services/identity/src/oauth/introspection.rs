@@ -18,12 +18,23 @@ impl OAuthService {
         tenant: &TenantEntry,
         token: &str,
     ) -> Result<Option<VerifiedAccessToken>, OAuthError> {
+        self.live_within(tenant, token, self.settings.keys.clock_skew_seconds)
+            .await
+    }
+
+    /// [`Self::live_access_token`], accepting `skew` seconds past `exp`.
+    async fn live_within(
+        &self,
+        tenant: &TenantEntry,
+        token: &str,
+        skew: u64,
+    ) -> Result<Option<VerifiedAccessToken>, OAuthError> {
         let issuer = self.cache.issuer(&tenant.tenant.id);
         let expect = Expectations {
             issuer: &issuer,
             audience: None,
             now: clock::unix_seconds(),
-            skew: self.settings.keys.clock_skew_seconds,
+            skew,
         };
         let Ok(verified) = keysilo_tokens::verify(token, &tenant.verifiers, &expect) else {
             return Ok(None);
@@ -160,7 +171,12 @@ pub(super) async fn revoke(
     token: &str,
 ) -> Result<(), OAuthError> {
     if token.split('.').count() == 3 {
-        let Some(verified) = service.live_access_token(tenant, token).await? else {
+        // Revocable while any verifier may still accept it: some may
+        // allow more skew than this service does.
+        let Some(verified) = service
+            .live_within(tenant, token, keysilo_config::MAX_CLOCK_SKEW_SECONDS)
+            .await?
+        else {
             return Ok(());
         };
         let claims = verified.claims();
