@@ -575,10 +575,15 @@ impl CapturedLogs {
 
 /// Waits until `GET {address}/readyz` answers 200 (10 s at most).
 pub async fn wait_until_ready(address: &str) -> bool {
+    wait_for_200(address, "/readyz").await
+}
+
+/// Waits (up to 10 s) until `path` of the service at `address` answers 200.
+async fn wait_for_200(address: &str, path: &str) -> bool {
     let client = reqwest::Client::new();
     for _ in 0..200 {
         let ready = client
-            .get(format!("{address}/readyz"))
+            .get(format!("{address}{path}"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200);
@@ -681,6 +686,27 @@ impl EdgeProcess {
         log_level: &str,
         logs: &CapturedLogs,
     ) -> Self {
+        Self::start_until(config, env, log_level, logs, "/readyz").await
+    }
+
+    /// Like [`Self::start`], but waits only until it is alive (`/healthz`):
+    /// an edge that cannot fetch its revocation snapshot never gets ready.
+    pub async fn start_unready(
+        config: &str,
+        env: &BTreeMap<String, String>,
+        log_level: &str,
+        logs: &CapturedLogs,
+    ) -> Self {
+        Self::start_until(config, env, log_level, logs, "/healthz").await
+    }
+
+    async fn start_until(
+        config: &str,
+        env: &BTreeMap<String, String>,
+        log_level: &str,
+        logs: &CapturedLogs,
+        path: &str,
+    ) -> Self {
         use std::os::unix::fs::PermissionsExt;
 
         let dir = tempfile::tempdir().unwrap();
@@ -704,10 +730,10 @@ impl EdgeProcess {
             address: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
-        if !wait_until_ready(&process.address).await {
+        if !wait_for_200(&process.address, path).await {
             let address = &process.address;
             panic!(
-                "keysilo-edge did not become ready on {address}; see {}",
+                "keysilo-edge did not answer 200 on {address}{path}; see {}",
                 logs.stdout.display()
             );
         }

@@ -1001,8 +1001,13 @@ async fn start_identity_and_edges(
             "1".to_owned(),
         ),
     ]);
+    // It never merges a snapshot, so it never becomes ready.
     let wrong_edge =
-        EdgeProcess::start(&edge_toml, &wrong_edge_env, log_level, wrong_edge_log).await;
+        EdgeProcess::start_unready(&edge_toml, &wrong_edge_env, log_level, wrong_edge_log).await;
+    let unready = reqwest::get(format!("{}/readyz", wrong_edge.address))
+        .await
+        .unwrap();
+    assert_eq!(unready.status(), 503);
     let edge_ws = edge_url.replacen("http://", "ws://", 1);
     Running {
         identity,
