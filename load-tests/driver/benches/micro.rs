@@ -136,6 +136,11 @@ fn edge_cached(c: &mut Criterion, key: &GeneratedKey, tenant: &TenantId) {
     // The pool is lazy: nothing here talks to Redis.
     let coord = keysilo_coord::Coord::new(&settings.redis).unwrap();
     let state = keysilo_edge::state::EdgeState::new(settings, coord, None).unwrap();
+    // As if the first revocation snapshot had merged (an empty one): the
+    // edge admits nothing before.
+    state
+        .snapshot_merged
+        .store(true, std::sync::atomic::Ordering::Release);
     let signing = SigningKey::from_der(key.kid.clone(), key.private.as_der()).unwrap();
     let token =
         keysilo_tokens::mint(&claims(&format!("{base}/{tenant}"), tenant), &signing).unwrap();
