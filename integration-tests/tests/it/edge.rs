@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::helpers::{
-    TestApp, TestConfig, create_database, redis_port, spawn_app_with, start_edge,
+    TestApp, TestConfig, closed_with, create_database, redis_port, spawn_app_with, start_edge,
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -123,23 +123,6 @@ impl World {
             .headers_mut()
             .insert(value.0, value.1.parse().unwrap());
         tokio_tungstenite::connect_async(request).await
-    }
-}
-
-/// Waits for the server to close the socket and returns the close code.
-async fn closed_with(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    within: Duration,
-) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, socket.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => continue,
-            _ => return None,
-        }
     }
 }
 

@@ -810,3 +810,23 @@ pub async fn start_edge_at(
 pub async fn start_edge(identity: &TestApp, redis: u16, extra: &str) -> String {
     start_edge_with(identity, redis, extra, "").await
 }
+
+/// Waits (at most `within`) for the server to close the WebSocket and
+/// returns the close code; `None` if it did not close in time.
+pub async fn closed_with(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    within: std::time::Duration,
+) -> Option<u16> {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}

@@ -1305,9 +1305,9 @@ async fn one_refresh_token_redeemed_concurrently_succeeds_once_and_the_rest_is_r
     assert_eq!(error_of(dead).await, (400, "invalid_grant".into()));
 }
 
-#[tokio::test]
-async fn a_revoked_access_token_stays_revoked_through_the_clock_skew_after_exp() {
-    let app = spawn_app().await;
+/// A tenant `acme` whose tokens live 5 s, a `client_credentials` client
+/// of it, and one of its tokens with the token's claims.
+async fn five_second_token(app: &TestApp) -> ((String, String), String, Value) {
     let created = app
         .admin_post(
             "/tenants",
@@ -1321,19 +1321,26 @@ async fn a_revoked_access_token_stays_revoked_through_the_clock_skew_after_exp()
             json!({ "name": "m2m", "grant_types": ["client_credentials"] }),
         )
         .await;
-    let client = (m2m.0.as_str(), m2m.1.as_str());
-    let response = app
-        .token("acme", client, &[("grant_type", "client_credentials")])
-        .await;
-    let body: Value = response.json().await.unwrap();
+    let body: Value = app
+        .token(
+            "acme",
+            (&m2m.0, &m2m.1),
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let token = body["access_token"].as_str().unwrap().to_owned();
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = claims_of(&token);
+    (m2m, token, claims)
+}
+
+#[tokio::test]
+async fn a_revoked_access_token_stays_revoked_through_the_clock_skew_after_exp() {
+    let app = spawn_app().await;
+    let (m2m, token, claims) = five_second_token(&app).await;
+    let client = (m2m.0.as_str(), m2m.1.as_str());
     let (jti, exp) = (
         claims["jti"].as_str().unwrap().to_owned(),
         claims["exp"].as_u64().unwrap(),
@@ -1346,7 +1353,7 @@ async fn a_revoked_access_token_stays_revoked_through_the_clock_skew_after_exp()
     // Past `exp`, inside the identity's own 60 s skew: verifiers still
     // accept the token's dates, so the revocation must still hold, after
     // the purge pass and in the snapshot edges start from.
-    let wait = exp + 1 - keysilo_identity::clock::unix_seconds();
+    let wait = (exp + 1).saturating_sub(keysilo_identity::clock::unix_seconds());
     tokio::time::sleep(Duration::from_secs(wait)).await;
     app.state
         .store
@@ -1381,30 +1388,10 @@ async fn a_token_past_this_services_skew_can_still_be_revoked_for_verifiers_with
     let database = create_database().await;
     let config = TestConfig::new(&database).set("KEYSILO_KEYS__CLOCK_SKEW_SECONDS", "0");
     let app = spawn_app_with(config, database).await;
-    let created = app
-        .admin_post(
-            "/tenants",
-            json!({ "id": "acme", "display_name": "Acme", "token_ttl_seconds": 5 }),
-        )
-        .await;
-    assert_eq!(created.status(), 201);
-    let m2m = app
-        .create_client(
-            "acme",
-            json!({ "name": "m2m", "grant_types": ["client_credentials"] }),
-        )
-        .await;
+    let (m2m, token, claims) = five_second_token(&app).await;
     let client = (m2m.0.as_str(), m2m.1.as_str());
-    let body: Value = app
-        .token("acme", client, &[("grant_type", "client_credentials")])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let token = body["access_token"].as_str().unwrap().to_owned();
-    let claims = claims_of(&token);
     let exp = claims["exp"].as_u64().unwrap();
-    let wait = exp + 1 - keysilo_identity::clock::unix_seconds();
+    let wait = (exp + 1).saturating_sub(keysilo_identity::clock::unix_seconds());
     tokio::time::sleep(Duration::from_secs(wait)).await;
     // Expired for this service (no skew), not for an edge allowing 60 s.
     let revoked = app

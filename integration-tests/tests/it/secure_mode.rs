@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::helpers::{
-    TestApp, TestConfig, create_database, redis_port, spawn_app_with, start_edge,
+    TestApp, TestConfig, closed_with, create_database, redis_port, spawn_app_with, start_edge,
 };
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -938,15 +937,10 @@ async fn revoking_a_subject_closes_its_sessions_and_refuses_its_earlier_tokens_o
         assert_eq!(response.status(), 204);
     }
     for socket in [&mut user_socket, &mut secure_socket] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        let code = loop {
-            match tokio::time::timeout_at(deadline, socket.next()).await {
-                Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
-                Ok(Some(Ok(_))) => continue,
-                _ => break None,
-            }
-        };
-        assert_eq!(code, Some(1008));
+        assert_eq!(
+            closed_with(socket, Duration::from_secs(1)).await,
+            Some(1008)
+        );
     }
     assert!(
         tokio::time::timeout(Duration::from_millis(300), bystander.next())
@@ -1046,15 +1040,10 @@ async fn revoking_a_refresh_family_revokes_its_access_tokens_and_closes_their_se
     ] {
         assert_eq!(w.introspect(&token).await["active"], false);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    let code = loop {
-        match tokio::time::timeout_at(deadline, socket.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => continue,
-            _ => break None,
-        }
-    };
-    assert_eq!(code, Some(1008));
+    assert_eq!(
+        closed_with(&mut socket, Duration::from_secs(1)).await,
+        Some(1008)
+    );
 
     // RFC 7009 on a refresh token, by the public client itself.
     let other = sign_in().await;

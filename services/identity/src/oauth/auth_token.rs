@@ -11,21 +11,12 @@ use keysilo_store::{NewAuditEvent, NewAuthToken};
 use serde::Serialize;
 
 use super::credentials::{new_secret, refresh_token_hash};
-use super::request::{GrantType, OAuthRequest, plain};
+use super::request::{GrantType, OAuthRequest, is_subject, plain};
 use super::scope::{self, ADMIN};
 use super::token::{grant_scope, registered};
 use super::{OAuthError, OAuthService};
 use crate::clock;
 use crate::keys::TenantEntry;
-
-/// Longest `subject` accepted (the tenant's own user id).
-const MAX_SUBJECT: usize = 255;
-
-/// Whether `value` can be a subject: 1 to 255 characters, none of them
-/// control characters.
-pub(crate) fn is_subject(value: &str) -> bool {
-    plain(value, MAX_SUBJECT * 4) && value.chars().count() <= MAX_SUBJECT
-}
 
 /// What `/auth-token` answers; its `Debug` shows no token.
 #[derive(Serialize)]

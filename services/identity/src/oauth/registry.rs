@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use super::clients::ClientCache;
 use super::credentials::{SecretHasher, new_client_id, new_secret};
 use super::passwords::{PasswordError, Passwords};
-use super::request::{GrantType, plain};
+use super::request::{GrantType, is_subject, plain};
 use super::scope::{self, ADMIN};
 use crate::clock;
 use crate::events::Events;
@@ -557,7 +557,7 @@ impl RegistryService {
         actor: &str,
     ) -> Result<(), RegistryError> {
         self.live_tenant(tenant).await?;
-        if !super::auth_token::is_subject(subject) {
+        if !is_subject(subject) {
             return Err(RegistryError::NotFound);
         }
         let issued_before = clock::unix_seconds();

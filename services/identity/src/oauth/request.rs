@@ -122,3 +122,12 @@ pub struct OAuthRequest<'a> {
 pub fn plain(value: &str, max: usize) -> bool {
     !value.is_empty() && value.len() <= max && !value.chars().any(char::is_control)
 }
+
+/// Longest `sub` accepted from outside (the tenant's own user id).
+const MAX_SUBJECT: usize = 255;
+
+/// Whether `value` can be a subject (`sub`): 1 to 255 characters, none of
+/// them control characters.
+pub fn is_subject(value: &str) -> bool {
+    plain(value, MAX_SUBJECT * 4) && value.chars().count() <= MAX_SUBJECT
+}
